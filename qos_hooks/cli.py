@@ -1,0 +1,204 @@
+"""The ``qos-hooks`` command line.
+
+Every subcommand is declared here (so ``--help`` and the generated man page
+see all of them); each one's work lives in the module named after its domain
+and is imported only when that command runs.  A handler takes the parsed
+arguments and returns an exit code; errors derived from QosHooksError are
+turned into one line on stderr and their documented exit code.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_USAGE, QosHooksError
+
+EPILOG = """\
+exit codes:
+  0  success                      5  backend unavailable (OVSDB/netlink/libvirt, timeout)
+  1  internal error (a bug)       6  apply or verify failed
+  2  usage error                  7  drift found by 'status'
+  3  configuration error          8  permission denied
+  4  input error (XML, JSON)
+
+files and environment:
+  /etc/qos-hooks/qos-hooks.conf   profiles and settings (override: --config or
+                                  $QOS_HOOKS_CONFIG); see examples/qos-hooks.conf
+  QOS_HOOKS_LOG_LEVEL             DEBUG, INFO (default), WARNING, ERROR
+
+start here:
+  qos-hooks dry-run --config examples/qos-hooks.conf examples/ovirt-guest.xml
+"""
+
+DRY_RUN_HELP = """\
+Show what the hooks would do to DOMAIN_XML, touching nothing: the rewritten
+domain XML as a unified diff, then the plan: every change that apply would make,
+in words and as the equivalent virsh / ovs-vsctl / tc commands.  With --ovsdb
+the plan is computed against the real OVSDB contents (read only)."""
+
+
+def _common_config(p):
+    p.add_argument("--config", metavar="FILE",
+                   help="policy file (default: $QOS_HOOKS_CONFIG or "
+                        "/etc/qos-hooks/qos-hooks.conf)")
+
+
+def _common_ovsdb(p):
+    p.add_argument("--ovsdb", metavar="REMOTE",
+                   help="OVSDB remote, e.g. unix:/run/openvswitch/db.sock or tcp:127.0.0.1:6640 "
+                        "(default: 'ovsdb' in [settings], else unix:/run/openvswitch/db.sock)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="bound on the whole OVSDB operation (default: 'ovsdb_timeout' in "
+                        "[settings], else 5)")
+
+
+# (name, handler "module:function", help, description, argument builder)
+def _args_dry_run(p):
+    _common_config(p)
+    p.add_argument("--profile", metavar="NAME",
+                   help="VM-level profile; overrides the VM's qos_profile custom property "
+                        "(a vNIC's own qos_profile still wins for that vNIC)")
+    p.add_argument("--output", choices=("diff", "xml", "json"), default="diff",
+                   help="diff: unified diff + plan (default); xml: only the rewritten XML; "
+                        "json: the plan as JSON")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the diff (auto: when stdout is a terminal and NO_COLOR is unset)")
+    _common_ovsdb(p)
+    p.add_argument("domain_xml", metavar="DOMAIN_XML", help="domain XML file, or - for stdin")
+
+
+def _args_apply(p):
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not read back and compare after applying")
+    p.add_argument("domain_xml", metavar="DOMAIN_XML",
+                   help="live domain XML (with <target dev='vnetN'/>) or one <interface>; "
+                        "interfaces without a target dev are found by MAC; - for stdin")
+
+
+def _args_clear(p):
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("domain_xml", metavar="DOMAIN_XML",
+                   help="domain XML (or one <interface>) whose OVS QoS to remove; - for stdin")
+
+
+def _args_gc(p):
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("--dry-run", action="store_true", help="print what would be removed")
+    p.add_argument("--libvirt-leftovers", action="store_true",
+                   help="also remove QoS/Queue rows tagged by libvirt (external_ids:vm-id) "
+                        "that no Port uses: libvirt < 10.3 leaves them behind")
+
+
+def _args_status(p):
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("domain_xml", metavar="DOMAIN_XML", nargs="?",
+                   help="compare against this domain's desired QoS (default: every port "
+                        "that carries qos-hooks rows)")
+
+
+def _args_set(p):
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("--domain", required=True, metavar="NAME", help="running domain name or UUID")
+    p.add_argument("--profile", metavar="NAME", help="profile to apply (default: the "
+                   "domain's qos_profile / default_profile)")
+    p.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI (default: qemu:///system)")
+    p.add_argument("--live", action="store_true", help="change the running domain")
+    p.add_argument("--persistent", "--config-xml", dest="persistent", action="store_true",
+                   help="change the persistent definition (virsh's --config)")
+
+
+def _args_install(p):
+    p.add_argument("--vdsm", action="store_true", help="install the VDSM hooks and sudoers drop-in")
+    p.add_argument("--libvirt", action="store_true", help="install the libvirt qemu.d hook")
+    p.add_argument("--root", metavar="DIR", default="/", help="install below DIR (default: /)")
+
+
+COMMANDS = (
+    ("dry-run", "qos_hooks.dryrun:main", "show the rewritten XML and the plan; touch nothing",
+     DRY_RUN_HELP, _args_dry_run),
+    ("apply", "qos_hooks.ovs_commands:apply_main",
+     "apply a domain's <bandwidth> to Open vSwitch, then verify",
+     "Translate each OVS-attached interface's <bandwidth> into OVSDB settings in one "
+     "transaction (VM outbound: Interface ingress_policing_rate/burst; VM inbound: a "
+     "linux-htb QoS owned by qos-hooks), then read back OVSDB and the kernel.", _args_apply),
+    ("clear", "qos_hooks.ovs_commands:clear_main",
+     "remove the OVS QoS qos-hooks created for a domain",
+     "Remove the OVS QoS rows and policing qos-hooks set for the domain's interfaces. "
+     "Rows created by libvirt or Neutron are never touched.", _args_clear),
+    ("gc", "qos_hooks.ovs_commands:gc_main", "remove orphaned QoS rows",
+     "Remove QoS/Queue rows owned by qos-hooks whose port no longer exists.", _args_gc),
+    ("status", "qos_hooks.ovs_commands:status_main",
+     "desired versus actual QoS per port; non-zero on drift",
+     "For every port: desired QoS, what OVSDB holds, what the kernel holds; drift is "
+     "marked and makes the exit code 7.", _args_status),
+    ("set", "qos_hooks.live:set_main", "apply a profile to a running domain via libvirt",
+     "Apply a profile to a running domain through the libvirt API "
+     "(setInterfaceParameters, setBlockIoTune, setSchedulerParametersFlags), then the "
+     "OVS backend for OVS ports.", _args_set),
+    ("install", "qos_hooks.install:install_main", "install hooks into VDSM/libvirt directories",
+     "Install the same files, modes and sudoers drop-in as the RPMs.", _args_install),
+    ("uninstall", "qos_hooks.install:uninstall_main", "remove what 'install' installed",
+     "Remove the hook files and sudoers drop-in that 'install' put in place.", _args_install),
+)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="qos-hooks",
+        description="Quality of service for libvirt and oVirt VMs: network bandwidth, "
+                    "disk I/O and CPU caps, applied on Linux bridges and Open vSwitch.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="qos-hooks " + __version__)
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="log verbosity on stderr (default: $QOS_HOOKS_LOG_LEVEL or INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, handler, short, desc, builder in COMMANDS:
+        p = sub.add_parser(name, help=short, description=desc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        builder(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def _resolve(handler):
+    mod, func = handler.split(":")
+    return getattr(importlib.import_module(mod), func)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from . import log
+    logger = log.setup({"cmd": args.command}, level=args.log_level)
+    try:
+        return _resolve(args.handler)(args) or 0
+    except QosHooksError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (ImportError, AttributeError) as e:
+        if "qos_hooks" in str(e):
+            logger.error("command %r is not available in this build: %s", args.command, e)
+            return EXIT_USAGE
+        logger.exception("internal error")
+        return EXIT_INTERNAL
+    except Exception:
+        logger.exception("internal error (please report this with the traceback)")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""``qos-hooks dry-run``: the rewritten XML and the plan, with no writes anywhere."""
+
+import difflib
+import os
+import sys
+
+from .domxml import DomainDoc
+from .errors import InputError
+from . import policy
+from .rewrite import rewrite
+
+
+def read_input(path):
+    """Read DOMAIN_XML (``-`` = stdin) as bytes; name the file in any error."""
+    if path == "-":
+        return sys.stdin.buffer.read(), "<stdin>"
+    try:
+        with open(path, "rb") as f:
+            return f.read(), path
+    except OSError as e:
+        raise InputError("%s: cannot read: %s" % (path, e.strerror))
+
+
+def _use_color(mode, stream):
+    if mode == "always":
+        return True
+    if mode == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def unified_diff(before, after, name, color=False):
+    a = before.decode("utf-8", "replace").splitlines(keepends=True)
+    b = after.decode("utf-8", "replace").splitlines(keepends=True)
+    out = []
+    for line in difflib.unified_diff(a, b, "a/" + name, "b/" + name):
+        if not line.endswith("\n"):
+            line += "\n"
+        if color:
+            if line.startswith(("+++", "---")):
+                line = "\033[1m%s\033[0m\n" % line.rstrip("\n")
+            elif line.startswith("+"):
+                line = "\033[32m%s\033[0m\n" % line.rstrip("\n")
+            elif line.startswith("-"):
+                line = "\033[31m%s\033[0m\n" % line.rstrip("\n")
+            elif line.startswith("@@"):
+                line = "\033[36m%s\033[0m\n" % line.rstrip("\n")
+        out.append(line)
+    return "".join(out)
+
+
+def ovs_remote(args, config):
+    """The OVSDB remote to read for the plan, or None to plan without reading."""
+    if getattr(args, "ovsdb", None):
+        return args.ovsdb
+    remote = config.settings.ovsdb
+    if remote.startswith("unix:") and not os.path.exists(remote[len("unix:"):]):
+        return None
+    return remote
+
+
+def ovs_plan(doc, config, remote, timeout):
+    """The OVS part of the plan (qos_hooks.ovs_plan), read-only."""
+    from . import ovs_plan as op
+    return op.plan_domain(doc, config=config, remote=remote, timeout=timeout)
+
+
+def build(args):
+    """Everything dry-run shows: (doc, before, after, plan)."""
+    config = policy.load_config(args.config)
+    data, source = read_input(args.domain_xml)
+    doc = DomainDoc(data, source, allow_interface=True)
+    selection = policy.Selection(cli_profile=args.profile)
+    plan = rewrite(doc, config, selection)
+    remote = ovs_remote(args, config)
+    timeout = args.timeout or config.settings.ovsdb_timeout
+    try:
+        plan = plan + ovs_plan(doc, config, remote, timeout)
+    except ImportError as e:
+        if "ovs_plan" not in str(e):
+            raise
+    return doc, plan
+
+
+def main(args):
+    doc, plan = build(args)
+    out = sys.stdout
+    if args.output == "xml":
+        out.buffer.write(doc.serialize()) if hasattr(out, "buffer") else out.write(
+            doc.serialize().decode("utf-8"))
+        return 0
+    if args.output == "json":
+        out.write(plan.to_json() + "\n")
+        return 0
+    diff = ""
+    if doc.changed:
+        diff = unified_diff(doc.canonical_original(), doc.serialize(),
+                            os.path.basename(doc.source), _use_color(args.color, out))
+    out.write(diff if diff else "domain XML: no changes\n")
+    out.write("\n" + plan.render_text())
+    return 0

@@ -1,0 +1,224 @@
+"""The plan: a tuple of frozen operations, shared by dry-run, apply and status.
+
+Every operation says what it does in words (``describe``), as the commands an
+operator could run by hand (``commands``: ``virsh``, ``ovs-vsctl``, ``tc``), and
+as JSON (``to_dict``).  Each carries the name of the backend that executes it:
+
+* ``domxml``: an edit of the domain XML (already made by the rewriter: the
+  hook writes the document back; ``commands`` give the live ``virsh`` route);
+* ``ovsdb``: a change in the Open vSwitch database (qos_hooks.ovs);
+* ``tc``: a change of kernel traffic control state (qos_hooks.tc);
+* ``libvirt``: a call through the libvirt API on a running domain.
+
+Dry-run prints the plan that apply would execute; there are no
+``if dry_run`` branches anywhere else.
+"""
+
+import json
+import shlex
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional, Tuple
+
+from . import units
+from .policy import Bandwidth, IoTune
+
+BACKEND_DOMXML = "domxml"
+BACKEND_OVSDB = "ovsdb"
+BACKEND_TC = "tc"
+BACKEND_LIBVIRT = "libvirt"
+
+
+def sh(*argv):
+    """Render argv as one shell-safe command line."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base of every plan operation (subclasses are frozen dataclasses)."""
+
+    backend = "none"
+
+    @property
+    def kind(self):
+        return type(self).__name__
+
+    def describe(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def commands(self):
+        return ()
+
+    def to_dict(self):
+        d = {"op": self.kind, "backend": self.backend}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = asdict(v) if hasattr(v, "__dataclass_fields__") else v
+        d["description"] = self.describe()
+        d["commands"] = list(self.commands())
+        return d
+
+    def __str__(self):
+        return self.describe()
+
+
+def describe_rate(rate):
+    if rate is None or rate.is_empty():
+        return "none"
+    parts = []
+    if rate.average is not None:
+        parts.append("average %s" % units.format_libvirt_rate(rate.average))
+    if rate.peak is not None:
+        parts.append("peak %s" % units.format_libvirt_rate(rate.peak))
+    if rate.burst is not None:
+        parts.append("burst %s" % units.format_libvirt_burst(rate.burst))
+    if rate.floor is not None:
+        parts.append("floor %s" % units.format_libvirt_rate(rate.floor))
+    return ", ".join(parts)
+
+
+def _virsh_rate(rate):
+    if rate is None or rate.is_empty():
+        return None
+    vals = [rate.average or 0, rate.peak or 0, rate.burst or 0]
+    if rate.floor:
+        vals.append(rate.floor)
+    while len(vals) > 1 and vals[-1] == 0:
+        vals.pop()
+    return ",".join(str(v) for v in vals)
+
+
+# -- domain XML operations -------------------------------------------------------
+
+@dataclass(frozen=True)
+class SetInterfaceBandwidth(Op):
+    backend = BACKEND_DOMXML
+    domain: Optional[str]
+    mac: Optional[str]
+    target_dev: Optional[str]
+    bandwidth: Bandwidth
+    previous: Optional[Bandwidth] = None
+    profile: Optional[str] = None
+
+    def describe(self):
+        who = self.mac or "?"
+        if self.target_dev:
+            who += " (%s)" % self.target_dev
+        return ("set <bandwidth> of interface %s from profile %r: inbound %s; outbound %s"
+                % (who, self.profile, describe_rate(self.bandwidth.inbound),
+                   describe_rate(self.bandwidth.outbound)))
+
+    def commands(self):
+        argv = ["virsh", "domiftune", self.domain or "DOMAIN",
+                self.target_dev or self.mac or "IFACE"]
+        for direction in ("inbound", "outbound"):
+            v = _virsh_rate(self.bandwidth.direction(direction))
+            if v:
+                argv += ["--" + direction, v]
+        return (sh(*argv, "--config"),)
+
+
+@dataclass(frozen=True)
+class SetDiskIoTune(Op):
+    backend = BACKEND_DOMXML
+    domain: Optional[str]
+    target_dev: Optional[str]
+    iotune: IoTune
+    previous: Optional[IoTune] = None
+    profile: Optional[str] = None
+    rule: str = "profile"
+
+    def describe(self):
+        vals = ", ".join("%s=%s" % kv for kv in self.iotune.values)
+        return "set <iotune> of disk %s from profile %r (%s): %s" % (
+            self.target_dev, self.profile, self.rule, vals)
+
+    def commands(self):
+        argv = ["virsh", "blkdeviotune", self.domain or "DOMAIN", self.target_dev or "DISK"]
+        for k, v in self.iotune.values:
+            argv += ["--" + k.replace("_", "-"), v]
+        return (sh(*argv, "--config"),)
+
+
+@dataclass(frozen=True)
+class SetCpuTune(Op):
+    backend = BACKEND_DOMXML
+    domain: Optional[str]
+    period: Optional[int] = None
+    quota: Optional[int] = None
+    shares: Optional[int] = None
+    profile: Optional[str] = None
+    reason: str = ""
+
+    def describe(self):
+        vals = ", ".join("%s=%s" % (k, getattr(self, k)) for k in ("period", "quota", "shares")
+                         if getattr(self, k) is not None)
+        return "set <cputune> %s from profile %r%s" % (
+            vals, self.profile, (" (%s)" % self.reason) if self.reason else "")
+
+    def commands(self):
+        argv = ["virsh", "schedinfo", self.domain or "DOMAIN", "--config"]
+        for k, param in (("shares", "cpu_shares"), ("period", "vcpu_period"),
+                         ("quota", "vcpu_quota")):
+            if getattr(self, k) is not None:
+                argv += ["--set", "%s=%s" % (param, getattr(self, k))]
+        return (sh(*argv),)
+
+
+@dataclass(frozen=True)
+class SetVcpuLimit(Op):
+    backend = BACKEND_DOMXML
+    domain: Optional[str]
+    limit: int
+    profile: Optional[str] = None
+
+    def describe(self):
+        return ("set oVirt vcpuLimit to %d%% of host CPU from profile %r (MOM enforces it "
+                "as <cputune> quota/period)" % (self.limit, self.profile))
+
+    def commands(self):
+        return (sh("virsh", "metadata", self.domain or "DOMAIN", "--config",
+                   "--uri", "http://ovirt.org/vm/tune/1.0", "--key", "ovirt-tune",
+                   "--set", "<qos><vcpuLimit>%d</vcpuLimit></qos>" % self.limit),)
+
+
+# -- the plan ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    ops: Tuple[Op, ...] = ()
+    warnings: Tuple[str, ...] = ()
+    notes: Tuple[str, ...] = field(default=())
+
+    def __add__(self, other):
+        return Plan(self.ops + other.ops, self.warnings + other.warnings,
+                    self.notes + other.notes)
+
+    def for_backend(self, backend):
+        return tuple(op for op in self.ops if op.backend == backend)
+
+    def is_empty(self):
+        return not self.ops
+
+    def to_dict(self):
+        return {"ops": [op.to_dict() for op in self.ops],
+                "warnings": list(self.warnings), "notes": list(self.notes)}
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def render_text(self):
+        lines = []
+        if not self.ops:
+            lines.append("plan: nothing to change")
+        else:
+            lines.append("plan: %d change%s" % (len(self.ops), "" if len(self.ops) == 1 else "s"))
+        for i, op in enumerate(self.ops, 1):
+            lines.append("%3d. [%s] %s" % (i, op.backend, op.describe()))
+            for c in op.commands():
+                lines.append("       $ %s" % c)
+        for w in self.warnings:
+            lines.append("warning: %s" % w)
+        for n in self.notes:
+            lines.append("note: %s" % n)
+        return "\n".join(lines) + "\n"

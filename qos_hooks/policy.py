@@ -1,0 +1,672 @@
+"""Policy: named QoS profiles from an INI file, validated against libvirt's limits.
+
+File format (``configparser``, Python 3.9 stdlib; ``#`` and ``;`` comments)::
+
+    [settings]
+    default_profile = silver          ; used when nothing else names one
+    ovsdb = unix:/run/openvswitch/db.sock
+    ovsdb_timeout = 5                 ; seconds, whole operation
+
+    [profile gold]
+    on_existing = fill                ; fill: only fill gaps; override: replace
+    inbound.average = 100Mbit         ; libvirt KB/s, or a human rate
+    inbound.peak = 200Mbit
+    inbound.burst = 1MiB              ; libvirt KiB, or a human size
+    outbound.average = 50Mbit
+    disk.total_bytes_sec = 200MB/s
+    disk.total_iops_sec = 2000
+    cpu.limit = 50                    ; percent of host CPU (oVirt vcpuLimit)
+    quota:vif_outbound_peak = 12500   ; Nova flavor keys, verbatim
+
+    [profile gold disk bus=sata]      ; replaces disk.* for SATA disks
+    total_iops_sec = 500
+    [profile gold disk target=vd[c-z]]  ; replaces disk.* for these targets
+    read_iops_sec = 100
+
+Validation limits, and where they come from:
+
+* ``<bandwidth>``: libvirt's domain RNG (schemas/networkcommon.rng) and
+  virNetDevBandwidthParse: average/peak/floor 1..2^54-1 KB/s... we use the
+  schema's bound; burst 1..4194303 KiB; ``average`` (or ``floor``) required when
+  ``peak``/``burst`` are given; floor only inbound.  ``peak >= average`` is ours:
+  a peak below the average is contradictory (libvirt accepts it, tc then
+  caps at the peak).
+* ``<iotune>``: qemu's throttle_is_valid (util/throttle.c): values up to 1e15,
+  total_X exclusive with read_X/write_X, X_max needs X and is not below it,
+  X_max_length needs X_max and max * length <= 1e15.
+* ``<cputune>``: libvirt qemu driver: period 1000..1000000 us, quota
+  1000..17592186044415 us or -1; shares 2..262144 (cgroup v1 cpu.shares bounds;
+  libvirt converts to cgroup v2 weight).
+* ``vcpuLimit``: percent 1..100 (oVirt engine's CPU QoS).
+"""
+
+import configparser
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional, Tuple
+
+from .errors import ConfigError
+from . import units
+
+DEFAULT_CONFIG_PATH = "/etc/qos-hooks/qos-hooks.conf"
+CONFIG_ENV = "QOS_HOOKS_CONFIG"
+DEFAULT_OVSDB = "unix:/run/openvswitch/db.sock"
+DEFAULT_OVSDB_TIMEOUT = 5.0
+
+ON_EXISTING_FILL = "fill"
+ON_EXISTING_OVERRIDE = "override"
+
+# -- bounds -------------------------------------------------------------------
+
+BW_RATE_MIN, BW_RATE_MAX = 1, 2 ** 54 - 1     # KB/s
+BW_BURST_MIN, BW_BURST_MAX = 1, 4194303       # KiB
+IOTUNE_MAX = 10 ** 15                          # qemu THROTTLE_VALUE_MAX
+CPU_PERIOD_MIN, CPU_PERIOD_MAX = 1000, 1000000
+CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1000, 17592186044415
+CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 262144
+VCPU_LIMIT_MIN, VCPU_LIMIT_MAX = 1, 100
+DEFAULT_CPU_PERIOD = 100000                    # MOM and libvirt default
+
+DIRECTIONS = ("inbound", "outbound")
+RATE_FIELDS = ("average", "peak", "burst", "floor")
+
+# libvirt domain RNG order of <iotune> children
+IOTUNE_KEYS = (
+    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+    "total_iops_sec", "read_iops_sec", "write_iops_sec",
+    "total_bytes_sec_max", "read_bytes_sec_max", "write_bytes_sec_max",
+    "total_iops_sec_max", "read_iops_sec_max", "write_iops_sec_max",
+    "size_iops_sec", "group_name",
+    "total_bytes_sec_max_length", "read_bytes_sec_max_length",
+    "write_bytes_sec_max_length", "total_iops_sec_max_length",
+    "read_iops_sec_max_length", "write_iops_sec_max_length",
+)
+IOTUNE_NUMERIC = tuple(k for k in IOTUNE_KEYS if k != "group_name")
+_IOTUNE_FAMILIES = ("bytes_sec", "iops_sec", "bytes_sec_max", "iops_sec_max",
+                    "bytes_sec_max_length", "iops_sec_max_length")
+
+# Nova flavor extra specs accepted verbatim (nova/virt/libvirt/designer.py,
+# nova/virt/libvirt/driver.py _set_quota / _get_guest_config quota handling)
+NOVA_VIF_KEYS = {"quota:vif_%s_%s" % (d, f): (d, f)
+                 for d in DIRECTIONS for f in ("average", "peak", "burst")}
+NOVA_DISK_KEYS = {"quota:disk_" + k: k for k in IOTUNE_NUMERIC}
+NOVA_CPU_KEYS = {"quota:cpu_quota": "quota", "quota:cpu_period": "period",
+                 "quota:cpu_shares": "shares"}
+
+
+# -- model --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rate:
+    """One direction of a libvirt ``<bandwidth>``, in libvirt units."""
+
+    average: Optional[int] = None
+    peak: Optional[int] = None
+    burst: Optional[int] = None
+    floor: Optional[int] = None
+
+    def is_empty(self):
+        return all(getattr(self, f) is None for f in RATE_FIELDS)
+
+    def items(self):
+        return [(f, getattr(self, f)) for f in RATE_FIELDS if getattr(self, f) is not None]
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    inbound: Optional[Rate] = None
+    outbound: Optional[Rate] = None
+
+    def is_empty(self):
+        return ((self.inbound is None or self.inbound.is_empty())
+                and (self.outbound is None or self.outbound.is_empty()))
+
+    def direction(self, name):
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class IoTune:
+    """Ordered ``<iotune>`` children: ((name, value), ...) in libvirt RNG order."""
+
+    values: Tuple[Tuple[str, object], ...] = ()
+
+    def as_dict(self):
+        return dict(self.values)
+
+    def is_empty(self):
+        return not self.values
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(tuple((k, d[k]) for k in IOTUNE_KEYS if k in d))
+
+
+@dataclass(frozen=True)
+class DiskRule:
+    """Disk settings for disks matching ``bus`` or ``target`` (an fnmatch glob)."""
+
+    iotune: IoTune
+    bus: Optional[str] = None
+    target: Optional[str] = None
+
+    def matches(self, bus, target):
+        if self.target is not None:
+            return target is not None and fnmatch.fnmatchcase(target, self.target)
+        return bus is not None and bus == self.bus
+
+    def describe(self):
+        return "target=%s" % self.target if self.target is not None else "bus=%s" % self.bus
+
+
+@dataclass(frozen=True)
+class CpuTune:
+    limit: Optional[int] = None     # percent of host CPU (oVirt vcpuLimit)
+    period: Optional[int] = None    # microseconds
+    quota: Optional[int] = None     # microseconds, -1 = unlimited
+    shares: Optional[int] = None
+
+    def is_empty(self):
+        return all(v is None for v in (self.limit, self.period, self.quota, self.shares))
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    on_existing: str = ON_EXISTING_FILL
+    bandwidth: Bandwidth = field(default_factory=Bandwidth)
+    iotune: IoTune = field(default_factory=IoTune)
+    disk_rules: Tuple[DiskRule, ...] = ()
+    cpu: CpuTune = field(default_factory=CpuTune)
+    # host network QoS keys (``host.*``), validated by qos_hooks.hostnet
+    host: Tuple[Tuple[str, int], ...] = ()
+
+    def iotune_for(self, bus, target):
+        """The iotune for one disk: first matching target rule, then bus rule,
+        then the profile-wide ``disk.*`` keys.  A matching rule replaces the
+        profile-wide keys entirely (no merging, so exclusivity stays checkable).
+        """
+        for rule in self.disk_rules:
+            if rule.target is not None and rule.matches(bus, target):
+                return rule.iotune, rule.describe()
+        for rule in self.disk_rules:
+            if rule.bus is not None and rule.matches(bus, target):
+                return rule.iotune, rule.describe()
+        return self.iotune, "profile"
+
+
+@dataclass(frozen=True)
+class Settings:
+    default_profile: Optional[str] = None
+    ovsdb: str = DEFAULT_OVSDB
+    ovsdb_timeout: float = DEFAULT_OVSDB_TIMEOUT
+    # per hook point: "fail" (non-zero exit) or "continue" (log and exit 0)
+    on_error: Tuple[Tuple[str, str], ...] = ()
+    extra: Tuple[Tuple[str, str], ...] = ()
+
+    def on_error_for(self, hook_point, default):
+        for k, v in self.on_error:
+            if k == hook_point:
+                return v
+        for k, v in self.on_error:
+            if k == "default":
+                return v
+        return default
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Optional[str]
+    settings: Settings = field(default_factory=Settings)
+    profiles: Dict[str, Profile] = field(default_factory=dict)
+
+    def profile(self, name, source="--profile"):
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise ConfigError(
+                "unknown profile %r named by %s" % (name, source), path=self.path,
+                allowed=", ".join(sorted(self.profiles)) or "no profiles defined")
+
+
+# -- validation (shared by config values and values read from XML) -----------
+
+class Problem(Exception):
+    """A single validation failure, before it is given a location."""
+
+    def __init__(self, key, value, message, allowed=None):
+        self.key, self.value, self.message, self.allowed = key, value, message, allowed
+        super().__init__(message)
+
+
+def _check_range(key, value, lo, hi):
+    if not (lo <= value <= hi):
+        raise Problem(key, value, "out of range", "%d..%d" % (lo, hi))
+
+
+def validate_rate(direction, rate, prefix=""):
+    """Check one ``<inbound>``/``<outbound>`` against libvirt's rules."""
+    k = (prefix + direction + ".") if prefix is not None else ""
+    for f in ("average", "peak", "floor"):
+        v = getattr(rate, f)
+        if v is not None:
+            _check_range(k + f, v, BW_RATE_MIN, BW_RATE_MAX)
+    if rate.burst is not None:
+        _check_range(k + "burst", rate.burst, BW_BURST_MIN, BW_BURST_MAX)
+    if rate.floor is not None and direction != "inbound":
+        raise Problem(k + "floor", rate.floor, "floor exists only for inbound traffic",
+                      "inbound.floor")
+    if rate.average is None:
+        for f in ("peak", "burst"):
+            if getattr(rate, f) is not None:
+                raise Problem(k + f, getattr(rate, f),
+                              "%s needs %saverage" % (f, k), "set %saverage too" % k)
+        if rate.floor is None and not rate.is_empty():
+            raise Problem(k + "average", None, "average is required", "1..%d" % BW_RATE_MAX)
+    if rate.peak is not None and rate.average is not None and rate.peak < rate.average:
+        raise Problem(k + "peak", rate.peak,
+                      "peak is below average (%d): the long-term rate would be the "
+                      "peak" % rate.average, "%d..%d" % (rate.average, BW_RATE_MAX))
+
+
+def validate_iotune(iotune, prefix=""):
+    d = iotune.as_dict()
+    for key, v in d.items():
+        if key == "group_name":
+            if not isinstance(v, str) or not re.match(r"^[A-Za-z0-9_.:-]+$", v):
+                raise Problem(prefix + key, v, "invalid group name",
+                              "letters, digits, '_', '.', ':', '-'")
+            continue
+        _check_range(prefix + key, v, 1, IOTUNE_MAX)
+    for fam in _IOTUNE_FAMILIES:
+        if "total_" + fam in d:
+            for rw in ("read_", "write_"):
+                if rw + fam in d:
+                    raise Problem(prefix + rw + fam, d[rw + fam],
+                                  "total_%s and %s%s are mutually exclusive" % (fam, rw, fam),
+                                  "either total_%s or read_/write_%s" % (fam, fam))
+    for kind in ("total_", "read_", "write_"):
+        for base in ("bytes_sec", "iops_sec"):
+            b, m, ln = kind + base, kind + base + "_max", kind + base + "_max_length"
+            if m in d:
+                if b not in d:
+                    raise Problem(prefix + m, d[m], "%s needs %s" % (m, b), "set %s too" % b)
+                if d[m] < d[b]:
+                    raise Problem(prefix + m, d[m], "%s is below %s (%d)" % (m, b, d[b]),
+                                  "%d..%d" % (d[b], IOTUNE_MAX))
+            if ln in d:
+                if m not in d:
+                    raise Problem(prefix + ln, d[ln], "%s needs %s" % (ln, m), "set %s too" % m)
+                top = IOTUNE_MAX // d[m]
+                if d[ln] > top:
+                    raise Problem(prefix + ln, d[ln],
+                                  "burst length too long for %s=%d (qemu: max * length "
+                                  "<= 1e15)" % (m, d[m]), "1..%d" % top)
+
+
+def validate_cpu(cpu, prefix="cpu."):
+    if cpu.limit is not None:
+        _check_range(prefix + "limit", cpu.limit, VCPU_LIMIT_MIN, VCPU_LIMIT_MAX)
+        if cpu.quota is not None:
+            raise Problem(prefix + "quota", cpu.quota,
+                          "cpu.limit and cpu.quota both set a cap: contradictory",
+                          "either cpu.limit or cpu.quota/cpu.period")
+    if cpu.period is not None:
+        _check_range(prefix + "period", cpu.period, CPU_PERIOD_MIN, CPU_PERIOD_MAX)
+    if cpu.quota is not None and cpu.quota != -1:
+        if not (CPU_QUOTA_MIN <= cpu.quota <= CPU_QUOTA_MAX):
+            raise Problem(prefix + "quota", cpu.quota, "out of range",
+                          "-1 or %d..%d" % (CPU_QUOTA_MIN, CPU_QUOTA_MAX))
+    if cpu.shares is not None:
+        _check_range(prefix + "shares", cpu.shares, CPU_SHARES_MIN, CPU_SHARES_MAX)
+
+
+def cpu_quota_for_limit(limit, period, host_cpus, vcpus):
+    """MOM's formula (mom/Controllers/CpuTune.py): the per-vCPU quota that caps
+    the whole VM at ``limit`` percent of the host."""
+    quota = limit * period * host_cpus // (100 * max(1, vcpus))
+    return max(CPU_QUOTA_MIN, min(quota, CPU_QUOTA_MAX))
+
+
+# -- parsing ------------------------------------------------------------------
+
+_SECTION_RE = re.compile(r"^\s*\[(?P<name>[^\]]+)\]")
+_KEY_RE = re.compile(r"^(?P<key>[^\s=#;\[][^=]*?)\s*=")
+_PROFILE_RE = re.compile(r"^profile\s+(?P<name>[A-Za-z0-9_.-]+)"
+                         r"(?:\s+disk\s+(?P<sel>bus|target)\s*=\s*(?P<val>\S+))?\s*$")
+
+
+def _line_index(text):
+    """Map (section, key) -> line number; configparser keeps no line numbers."""
+    idx = {}
+    section = None
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _SECTION_RE.match(line)
+        if m:
+            section = m.group("name").strip()
+            idx[(section, None)] = n
+            continue
+        if line[:1].isspace():
+            continue  # continuation line
+        m = _KEY_RE.match(line)
+        if m and section is not None:
+            idx.setdefault((section, m.group("key").strip().lower()), n)
+    return idx
+
+
+class _Located:
+    def __init__(self, path, lines):
+        self.path, self.lines = path, lines
+
+    def error(self, section, key, value, message, allowed=None, profile=None):
+        return ConfigError(message, path=self.path,
+                           line=self.lines.get((section, key), self.lines.get((section, None))),
+                           profile=profile, key=key, value=value, allowed=allowed)
+
+
+_RATE_PARSERS = {"average": units.parse_libvirt_rate, "peak": units.parse_libvirt_rate,
+                 "floor": units.parse_libvirt_rate, "burst": units.parse_libvirt_burst}
+
+
+def _iotune_parser(key):
+    if key == "group_name":
+        return lambda s: s.strip()
+    if key == "size_iops_sec":
+        return units.parse_bytes
+    if key.endswith("_max_length") or "iops_sec" in key:
+        return units.parse_count
+    return units.parse_bytes_per_second
+
+
+_CPU_PARSERS = {"limit": units.parse_count, "period": units.parse_count,
+                "quota": units.parse_count, "shares": units.parse_count}
+
+PROFILE_KEYS_HELP = ("on_existing, inbound.{average,peak,burst,floor}, "
+                     "outbound.{average,peak,burst}, disk.<iotune element>, "
+                     "cpu.{limit,period,quota,shares}, quota:vif_*, quota:disk_*, "
+                     "quota:cpu_*, host.*")
+
+
+def _parse_value(loc, section, profile, key, raw, parser):
+    try:
+        return parser(raw)
+    except units.UnitError as e:
+        raise loc.error(section, key, raw, str(e), e.allowed, profile)
+
+
+def _parse_profile(loc, section, name, items, host_keys):
+    rates = {d: {} for d in DIRECTIONS}
+    iotune = {}
+    cpu = {}
+    host = []
+    on_existing = ON_EXISTING_FILL
+    origin = {}  # normalised setting -> key that set it (to catch duplicates)
+
+    def claim(setting, key, value):
+        if setting in origin:
+            raise loc.error(section, key, value,
+                            "sets the same thing as %r" % origin[setting],
+                            "only one of %r and %r" % (origin[setting], key), name)
+        origin[setting] = key
+
+    for key, raw in items:
+        if key == "on_existing":
+            v = raw.strip().lower()
+            if v not in (ON_EXISTING_FILL, ON_EXISTING_OVERRIDE):
+                raise loc.error(section, key, raw, "unknown mode", "fill, override", name)
+            on_existing = v
+        elif key in NOVA_VIF_KEYS or re.match(r"^(inbound|outbound)\.[a-z]+$", key):
+            d, f = NOVA_VIF_KEYS.get(key) or key.split(".", 1)
+            if f not in RATE_FIELDS:
+                raise loc.error(section, key, raw, "unknown bandwidth field",
+                                "average, peak, burst, floor", name)
+            claim(("bw", d, f), key, raw)
+            rates[d][f] = (_parse_value(loc, section, name, key, raw, _RATE_PARSERS[f]), key)
+        elif key in NOVA_DISK_KEYS or key.startswith("disk."):
+            ik = NOVA_DISK_KEYS.get(key) or key[len("disk."):]
+            if ik not in IOTUNE_KEYS:
+                raise loc.error(section, key, raw, "unknown <iotune> element",
+                                ", ".join(IOTUNE_KEYS), name)
+            claim(("disk", ik), key, raw)
+            iotune[ik] = (_parse_value(loc, section, name, key, raw, _iotune_parser(ik)), key)
+        elif key in NOVA_CPU_KEYS or key.startswith("cpu."):
+            ck = NOVA_CPU_KEYS.get(key) or key[len("cpu."):]
+            if ck not in _CPU_PARSERS:
+                raise loc.error(section, key, raw, "unknown cpu setting",
+                                "limit, period, quota, shares", name)
+            claim(("cpu", ck), key, raw)
+            cpu[ck] = (_parse_value(loc, section, name, key, raw, _CPU_PARSERS[ck]), key)
+        elif key.startswith("host."):
+            parser = host_keys.get(key)
+            if parser is None:
+                raise loc.error(section, key, raw, "unknown host network key",
+                                ", ".join(sorted(host_keys)) or "none", name)
+            host.append((key, _parse_value(loc, section, name, key, raw, parser)))
+        else:
+            raise loc.error(section, key, raw, "unknown key", PROFILE_KEYS_HELP, name)
+
+    def located(problem, keymap):
+        # map a validation problem back to the config key that produced it
+        src = keymap.get(problem.key, problem.key)
+        return loc.error(section, src, problem.value, problem.message, problem.allowed, name)
+
+    bw = {}
+    for d in DIRECTIONS:
+        if rates[d]:
+            rate = Rate(**{f: v for f, (v, _) in rates[d].items()})
+            keymap = {"%s.%s" % (d, f): k for f, (_, k) in rates[d].items()}
+            try:
+                validate_rate(d, rate)
+            except Problem as p:
+                raise located(p, keymap)
+            bw[d] = rate
+    io = IoTune.from_dict({k: v for k, (v, _) in iotune.items()})
+    try:
+        validate_iotune(io, prefix="disk.")
+    except Problem as p:
+        raise located(p, {"disk." + k: src for k, (_, src) in iotune.items()})
+    cput = CpuTune(**{k: v for k, (v, _) in cpu.items()})
+    try:
+        validate_cpu(cput)
+    except Problem as p:
+        raise located(p, {"cpu." + k: src for k, (_, src) in cpu.items()})
+    return Profile(name=name, on_existing=on_existing, bandwidth=Bandwidth(**bw),
+                   iotune=io, cpu=cput, host=tuple(host))
+
+
+def _parse_disk_rule(loc, section, name, items, sel, val):
+    iotune = {}
+    for key, raw in items:
+        k = key[len("disk."):] if key.startswith("disk.") else key
+        k = NOVA_DISK_KEYS.get(k, k)
+        if k not in IOTUNE_KEYS:
+            raise loc.error(section, key, raw, "unknown <iotune> element",
+                            ", ".join(IOTUNE_KEYS), name)
+        iotune[k] = (_parse_value(loc, section, name, key, raw, _iotune_parser(k)), key)
+    io = IoTune.from_dict({k: v for k, (v, _) in iotune.items()})
+    try:
+        validate_iotune(io)
+    except Problem as p:
+        src = iotune.get(p.key, (None, p.key))[1]
+        raise loc.error(section, src, p.value, p.message, p.allowed, name)
+    return DiskRule(iotune=io, bus=val if sel == "bus" else None,
+                    target=val if sel == "target" else None)
+
+
+_SETTINGS_KEYS = ("default_profile", "ovsdb", "ovsdb_timeout", "log_level", "host_cpus")
+
+
+def host_key_parsers():
+    """Parsers for ``host.*`` profile keys, provided by the host network module.
+
+    Imported lazily so VM hooks never pay for it.
+    """
+    try:
+        from . import hostnet
+    except ImportError:  # pragma: no cover - module added by the host QoS work
+        return {}
+    return getattr(hostnet, "PROFILE_KEY_PARSERS", {})
+
+
+def parse_config(text, path="<string>"):
+    """Parse and validate a whole config file; raise ConfigError on any problem."""
+    loc = _Located(path, _line_index(text))
+    cp = configparser.ConfigParser(
+        delimiters=("=",), comment_prefixes=("#", ";"), inline_comment_prefixes=(" #", " ;"),
+        interpolation=None, strict=True, empty_lines_in_values=False,
+        default_section="\x00no-default-section")
+    cp.optionxform = lambda s: s.strip().lower()
+    try:
+        cp.read_string(text, source=path)
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError("key appears twice in one section", path=path, line=e.lineno,
+                          key=e.option, allowed="each key once per section")
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError("section [%s] appears twice" % e.section, path=path, line=e.lineno)
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError("text before the first [section]", path=path, line=e.lineno,
+                          allowed="[settings] or [profile NAME]")
+    except configparser.ParsingError as e:
+        lineno = e.errors[0][0] if e.errors else None
+        raise ConfigError("cannot parse line %r" % (e.errors[0][1] if e.errors else ""),
+                          path=path, line=lineno, allowed="key = value")
+    except configparser.Error as e:
+        raise ConfigError(str(e), path=path)
+
+    profiles = {}
+    rules = []
+    settings = Settings()
+    host_keys = None
+    for section in cp.sections():
+        items = [(k, v) for k, v in cp.items(section)]
+        if section == "settings":
+            settings = _parse_settings(loc, section, items)
+            continue
+        m = _PROFILE_RE.match(section)
+        if not m:
+            raise loc.error(section, None, None, "unknown section [%s]" % section,
+                            "[settings], [profile NAME], [profile NAME disk bus=BUS], "
+                            "[profile NAME disk target=GLOB]")
+        name = m.group("name")
+        if m.group("sel"):
+            rules.append((name, section, _parse_disk_rule(loc, section, name, items,
+                                                          m.group("sel"), m.group("val"))))
+            continue
+        if host_keys is None:
+            host_keys = host_key_parsers() if any(k.startswith("host.") for k, _ in items) else {}
+        profiles[name] = _parse_profile(loc, section, name, items, host_keys)
+    for name, section, rule in rules:
+        if name not in profiles:
+            raise loc.error(section, None, None,
+                            "disk rule for profile %r, which has no [profile %s] section"
+                            % (name, name), ", ".join(sorted(profiles)) or "none", name)
+        p = profiles[name]
+        profiles[name] = replace(p, disk_rules=p.disk_rules + (rule,))
+    if settings.default_profile and settings.default_profile not in profiles:
+        raise loc.error("settings", "default_profile", settings.default_profile,
+                        "names a profile that does not exist",
+                        ", ".join(sorted(profiles)) or "none")
+    return Config(path=path, settings=settings, profiles=profiles)
+
+
+def _parse_settings(loc, section, items):
+    kw = {}
+    on_error = []
+    extra = []
+    for key, raw in items:
+        v = raw.strip()
+        if key == "default_profile":
+            kw["default_profile"] = v or None
+        elif key == "ovsdb":
+            if not re.match(r"^(unix|tcp|ssl):", v):
+                raise loc.error(section, key, raw, "not an OVSDB remote",
+                                "unix:PATH, tcp:IP:PORT, ssl:IP:PORT")
+            kw["ovsdb"] = v
+        elif key == "ovsdb_timeout":
+            try:
+                t = float(v)
+            except ValueError:
+                t = -1.0
+            if not (0.1 <= t <= 60):
+                raise loc.error(section, key, raw, "out of range", "0.1..60 seconds")
+            kw["ovsdb_timeout"] = t
+        elif key.startswith("on_error"):
+            # on_error = fail|continue ; on_error.before_vm_start = fail
+            hook = key.split(".", 1)[1] if "." in key else "default"
+            if v not in ("fail", "continue"):
+                raise loc.error(section, key, raw, "unknown failure mode", "fail, continue")
+            on_error.append((hook, v))
+        elif key in ("log_level", "host_cpus"):
+            extra.append((key, v))
+        else:
+            raise loc.error(section, key, raw, "unknown setting",
+                            ", ".join(_SETTINGS_KEYS) + ", on_error, on_error.<hook_point>")
+    return Settings(on_error=tuple(on_error), extra=tuple(extra), **kw)
+
+
+def config_path(cli_path=None, environ=None):
+    environ = os.environ if environ is None else environ
+    return cli_path or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+
+
+def load_config(cli_path=None, environ=None, missing_ok=False):
+    """Load the config named by --config, $QOS_HOOKS_CONFIG or the default path."""
+    path = config_path(cli_path, environ)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        if missing_ok and not cli_path:
+            return Config(path=None)
+        raise ConfigError("config file not found", path=path,
+                          allowed="a readable file; see examples/qos-hooks.conf")
+    except OSError as e:
+        raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", path=path, line=line)
+    return parse_config(text, path)
+
+
+# -- profile selection ---------------------------------------------------------
+
+PROFILE_PROPERTY = "qos_profile"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Where profile names come from, in order of precedence (first wins).
+
+    For each vNIC:   vNIC custom property > VM-level name > default_profile.
+    For disks/CPU:   VM-level name > default_profile.
+    VM-level name:   ``--profile`` > VM custom property from the environment >
+                     VM custom property in ``<ovirt-vm:custom>`` metadata.
+    """
+
+    cli_profile: Optional[str] = None
+    env_vm_profile: Optional[str] = None
+    env_nic_profile: Optional[str] = None  # NIC hotplug hooks only
+
+    def vm_profile(self, config, metadata_vm_profile):
+        for name, src in ((self.cli_profile, "--profile"),
+                          (self.env_vm_profile, "VM custom property %s (environment)"
+                           % PROFILE_PROPERTY),
+                          (metadata_vm_profile, "VM custom property %s (metadata)"
+                           % PROFILE_PROPERTY),
+                          (config.settings.default_profile, "default_profile")):
+            if name:
+                return config.profile(name, src), src
+        return None, None
+
+    def nic_profile(self, config, metadata_nic_profile, vm_profile):
+        for name, src in ((self.env_nic_profile, "vNIC custom property %s (environment)"
+                           % PROFILE_PROPERTY),
+                          (metadata_nic_profile, "vNIC custom property %s (metadata)"
+                           % PROFILE_PROPERTY)):
+            if name:
+                return config.profile(name, src), src
+        return vm_profile

@@ -1,0 +1,245 @@
+"""Units: parse human quantities exactly and convert between libvirt, tc and OVS.
+
+The facts (../shared/FIELD_NOTES.md section 1, read from libvirt
+src/util/virnetdevbandwidth.c and Open vSwitch lib/netdev-linux.c):
+
+==========================  =====================  ==========================
+quantity                    unit                   in bits
+==========================  =====================  ==========================
+libvirt average/peak/floor  "KB/s" = 1000 B/s      8000 bit/s (tc ``kbps``)
+libvirt burst               KiB = 1024 B           8192 bit   (tc ``kb``)
+OVS ingress_policing_rate   kbit/s                 1000 bit/s
+OVS ingress_policing_burst  kbit (x1024/8 bytes)   1024 bit
+OVS QoS/Queue max/min-rate  bit/s                  1 bit/s
+OVS Queue burst             bit                    1 bit
+VDSM hostQos m1/m2          bit/s                  1 bit/s
+==========================  =====================  ==========================
+
+Every conversion here is exact integer arithmetic.  Parsing refuses a
+quantity that is not a whole number of the target unit and says what the
+nearest exact values are, instead of rounding silently.
+"""
+
+import re
+
+# bits per libvirt unit
+LIBVIRT_RATE_BITS = 8000   # average, peak, floor: kilobytes (1000) per second
+LIBVIRT_BURST_BITS = 8192  # burst: kibibytes
+
+_SI = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12}
+_IEC = {"ki": 2 ** 10, "mi": 2 ** 20, "gi": 2 ** 30, "ti": 2 ** 40}
+
+_QTY = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z/]*)\s*$")
+
+
+class UnitError(ValueError):
+    """A quantity could not be parsed; ``allowed`` says what would be accepted."""
+
+    def __init__(self, message, allowed=None):
+        self.allowed = allowed
+        super().__init__(message)
+
+
+def _split(text):
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text, 1, ""
+    text = str(text)
+    m = _QTY.match(text)
+    if not m:
+        raise UnitError("not a quantity: %r" % text)
+    num = m.group("num")
+    if "." in num:
+        whole, frac = num.split(".")
+        return int(whole + frac), 10 ** len(frac), m.group("unit")
+    return int(num), 1, m.group("unit")
+
+
+def _prefix_factor(prefix):
+    p = prefix.lower()
+    if p in _IEC:
+        return _IEC[p]
+    if p in _SI:
+        return _SI[p]
+    return None
+
+
+_RATE_HELP = ("a whole number in the default unit, or a number with a unit: "
+              "bit/s forms 'kbit', 'Mbit', 'Gbit', 'Mibit' (optionally '/s'); "
+              "byte/s forms 'B/s', 'kB/s', 'MB/s', 'GB/s', 'KiB/s', 'MiB/s'")
+_SIZE_HELP = ("a whole number in the default unit, or a number with a unit: "
+              "'B', 'kB', 'KiB', 'MB', 'MiB', 'GB', 'GiB', or bit forms "
+              "'kbit', 'Mbit', 'Kibit', 'Mibit'")
+
+
+def _rate_bits_per_second(num, den, unit):
+    """Return the rate in bit/s as a fraction (numerator, denominator)."""
+    u = unit
+    if u.endswith("/s"):
+        u = u[:-2]
+        per_second = True
+    elif u.lower().endswith("ps"):
+        # 'Mbps' means megabits to people and megaBYTES to tc: refuse it.
+        raise UnitError("%r is ambiguous (tc reads 'mbps' as megabytes/s, people "
+                        "mean megabits/s): write 'Mbit' or 'MB/s'" % unit,
+                        allowed=_RATE_HELP)
+    else:
+        per_second = False
+    m = re.match(r"^([kKmMgGtT]i?)?(bit|B)$", u)
+    if not m:
+        raise UnitError("unknown rate unit %r" % unit, allowed=_RATE_HELP)
+    if m.group(2) == "B" and not per_second:
+        raise UnitError("%r is a size, not a rate: write %r" % (unit, unit + "/s"),
+                        allowed=_RATE_HELP)
+    factor = _prefix_factor(m.group(1) or "")
+    bits = 8 if m.group(2) == "B" else 1
+    return num * factor * bits, den
+
+
+def _size_bits(num, den, unit):
+    m = re.match(r"^([kKmMgGtT]i?)?(bit|B)$", unit)
+    if not m:
+        raise UnitError("unknown size unit %r" % unit, allowed=_SIZE_HELP)
+    factor = _prefix_factor(m.group(1) or "")
+    bits = 8 if m.group(2) == "B" else 1
+    return num * factor * bits, den
+
+
+def _exact(num_bits, den, per_unit_bits, unit_name, text):
+    total_den = den * per_unit_bits
+    if num_bits % total_den:
+        lo = num_bits // total_den
+        raise UnitError(
+            "%r is not a whole number of %s (%d bit each); nearest exact "
+            "values are %d and %d" % (text, unit_name, per_unit_bits, lo, lo + 1),
+            allowed="whole multiples of %d bit" % per_unit_bits)
+    return num_bits // total_den
+
+
+def parse_libvirt_rate(text):
+    """Parse a rate into libvirt units (kilobytes/s, 1 = 8000 bit/s).
+
+    A bare number is already in libvirt units.  ``100Mbit`` -> 12500,
+    ``12MB/s`` -> 12000.
+    """
+    num, den, unit = _split(text)
+    if not unit:
+        if den != 1:
+            raise UnitError("%r: libvirt rates are whole numbers of KB/s" % (text,))
+        return num
+    bits, den = _rate_bits_per_second(num, den, unit)
+    return _exact(bits, den, LIBVIRT_RATE_BITS, "KB/s units", text)
+
+
+def parse_libvirt_burst(text):
+    """Parse a size into libvirt burst units (KiB, 1 = 8192 bit).
+
+    A bare number is already KiB.  ``1MiB`` -> 1024, ``512KiB`` -> 512.
+    """
+    num, den, unit = _split(text)
+    if not unit:
+        if den != 1:
+            raise UnitError("%r: libvirt bursts are whole numbers of KiB" % (text,))
+        return num
+    bits, den = _size_bits(num, den, unit)
+    return _exact(bits, den, LIBVIRT_BURST_BITS, "KiB units", text)
+
+
+def parse_bytes_per_second(text):
+    """Parse a byte rate for ``<iotune>`` ``*_bytes_sec`` (bare number = B/s)."""
+    num, den, unit = _split(text)
+    if not unit:
+        if den != 1:
+            raise UnitError("%r: bytes per second must be a whole number" % (text,))
+        return num
+    bits, den = _rate_bits_per_second(num, den, unit)
+    return _exact(bits, den, 8, "bytes/s", text)
+
+
+def parse_bytes(text):
+    """Parse a size in bytes (``size_iops_sec``; bare number = bytes)."""
+    num, den, unit = _split(text)
+    if not unit:
+        if den != 1:
+            raise UnitError("%r: bytes must be a whole number" % (text,))
+        return num
+    bits, den = _size_bits(num, den, unit)
+    return _exact(bits, den, 8, "bytes", text)
+
+
+def parse_bits_per_second(text):
+    """Parse a rate in bit/s (VDSM hostQos ``m1``/``m2``; bare number = bit/s)."""
+    num, den, unit = _split(text)
+    if not unit:
+        if den != 1:
+            raise UnitError("%r: bit/s must be a whole number" % (text,))
+        return num
+    bits, den = _rate_bits_per_second(num, den, unit)
+    return _exact(bits, den, 1, "bit/s", text)
+
+
+def parse_count(text):
+    """Parse a plain non-negative integer (iops, seconds, percent, shares)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    s = str(text).strip()
+    if s.endswith("%"):
+        s = s[:-1].strip()
+    if not re.match(r"^-?[0-9]+$", s):
+        raise UnitError("not a whole number: %r" % (text,), allowed="an integer")
+    return int(s)
+
+
+# -- conversions (exact) ------------------------------------------------------
+
+def libvirt_rate_to_bps(rate):
+    """libvirt KB/s -> bit/s (OVS QoS/Queue ``max-rate``/``min-rate``)."""
+    return rate * LIBVIRT_RATE_BITS
+
+
+def libvirt_rate_to_ovs_kbps(rate):
+    """libvirt KB/s -> OVS ``ingress_policing_rate`` (kbit/s, 1000 bit)."""
+    return rate * 8
+
+
+def libvirt_burst_to_bits(burst):
+    """libvirt KiB -> bits (OVS Queue ``burst``)."""
+    return burst * LIBVIRT_BURST_BITS
+
+
+def libvirt_burst_to_ovs_kbit(burst):
+    """libvirt KiB -> OVS ``ingress_policing_burst``.
+
+    OVS reads that column as kbit and multiplies by 1024/8 to get bytes
+    (lib/netdev-linux.c, tc_add_policer), so KiB * 8 is exact.
+    """
+    return burst * 8
+
+
+def libvirt_burst_to_bytes(burst):
+    return burst * 1024
+
+
+def format_bps(bps):
+    """Human rendering of bit/s, exact where possible: 100000000 -> '100Mbit/s'."""
+    for name, factor in (("Gbit/s", 10 ** 9), ("Mbit/s", 10 ** 6), ("kbit/s", 10 ** 3)):
+        if bps >= factor and bps % factor == 0:
+            return "%d%s" % (bps // factor, name)
+    for name, factor in (("Gbit/s", 10 ** 9), ("Mbit/s", 10 ** 6), ("kbit/s", 10 ** 3)):
+        if bps >= factor:
+            return "%.3f%s" % (bps / factor, name)
+    return "%dbit/s" % bps
+
+
+def format_libvirt_rate(rate):
+    return "%s (%d KB/s)" % (format_bps(libvirt_rate_to_bps(rate)), rate)
+
+
+def format_bytes(n):
+    for name, factor in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= factor and n % factor == 0:
+            return "%d%s" % (n // factor, name)
+    return "%dB" % n
+
+
+def format_libvirt_burst(burst):
+    return "%s" % format_bytes(libvirt_burst_to_bytes(burst))
