@@ -12,6 +12,7 @@ When nothing changes, ``serialize`` returns the input bytes unchanged, which
 makes the rewrite idempotent byte for byte.
 """
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -328,10 +329,18 @@ class DomainDoc:
     # -- edits ------------------------------------------------------------------
     def set_bandwidth(self, index, bandwidth):
         iface = self._interface_elems()[index]
+        old = iface.find("bandwidth")
+        old_bw = read_bandwidth(old, self.source) if old is not None else Bandwidth()
         new = etree.Element("bandwidth")
         for direction in ("inbound", "outbound"):
             rate = bandwidth.direction(direction)
             if rate is None or rate.is_empty():
+                continue
+            if old_bw.direction(direction) == rate:
+                # unchanged direction: keep the element as written (attribute order)
+                kept = copy.deepcopy(old.find(direction))
+                kept.tail = None
+                new.append(kept)
                 continue
             d = etree.SubElement(new, direction)
             for f, v in rate.items():

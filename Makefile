@@ -1,0 +1,30 @@
+# The two commands in the README:
+#   make dry-run   the main job on the shipped example (installs the package first)
+#   make check     the whole test suite (installs Debian and pip packages first)
+PYTHON ?= python3
+EXAMPLE ?= examples/ovirt-guest.xml
+
+.PHONY: dry-run check deps lint test
+
+dry-run:
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e . >&2
+	$(PYTHON) -m qos_hooks dry-run --config examples/qos-hooks.conf $(EXAMPLE)
+
+deps:
+	bash tests/install-deps.sh
+
+# Python 3.9 (EL9's interpreter) is checked statically: vermin finds any
+# language or library feature newer than 3.9; if a 3.9 interpreter is on the
+# machine, every file is also byte-compiled with it.
+lint:
+	vermin --target=3.9- --violations --eval-annotations --no-tips -q qos_hooks hooks bench tests
+	@py39=$$(ls /root/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -n1); \
+	if [ -z "$$py39" ] && python3.9 -c '' 2>/dev/null; then py39=python3.9; fi; \
+	if [ -n "$$py39" ]; then \
+	  $$py39 -m compileall -q qos_hooks hooks bench tests >/dev/null && echo "python3.9 ($$py39): byte-compiles"; \
+	else echo "no python3.9 interpreter on this machine: vermin check only"; fi
+
+test:
+	$(PYTHON) -m pytest -q
+
+check: deps lint test

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian 12 machine (run as root).
+# Idempotent: skips apt when every tool is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  openvswitch-switch openvswitch-common   # ovsdb-server, ovs-vswitchd, ovs-vsctl (test oracle)
+  iproute2 ethtool iperf3 sudo            # namespaces, veth, tc -j oracle, traffic
+  libvirt-daemon libvirt-daemon-system libvirt-clients qemu-system-x86  # real libvirtd + TCG guest
+  libvirt-dev pkg-config                  # to build libvirt-python from PyPI
+  rpm rpmlint cpio                        # rpmbuild, rpm -qlp, rpm2cpio
+  make
+)
+TOOLS=(ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
+       virt-xml-validate qemu-system-x86_64 pkg-config rpmbuild rpmlint cpio make)
+
+missing=()
+for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+if [ ! -e /usr/include/libvirt/libvirt.h ]; then missing+=(libvirt-dev); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: missing ${missing[*]}; installing Debian packages" >&2
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: need root to apt-get install ${APT_PACKAGES[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[ovs,libvirt,test]'
