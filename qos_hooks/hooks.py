@@ -28,7 +28,26 @@ DEFAULT_ON_ERROR = {
     # A broken policy or XML must not start a VM without the QoS it was
     # promised: fail closed (VDSM aborts the start and shows our message).
     "before_vm_start": FAIL,
+    # Same for a vNIC plugged or updated without its QoS: VDSM aborts the
+    # hotplug / device update and the old state stays.
+    "before_nic_hotplug": FAIL,
+    "before_update_device": FAIL,
+    # after_* hooks: the VM already runs; VDSM only logs their failures, so
+    # the default is to log and exit 0 (on_error.<hook> = fail makes them
+    # exit 1, which VDSM logs as a hook error).
 }
+
+# Every VDSM hook point this package ships an executable for.
+HOOK_POINTS = (
+    "before_vm_start", "after_vm_start", "after_vm_migrate_destination",
+    "before_nic_hotplug", "after_nic_hotplug", "after_nic_hotunplug",
+    "before_update_device", "after_update_device", "after_vm_destroy",
+)
+
+# Slack on top of the OVSDB bound ([settings] ovsdb_timeout) for process
+# start, sudo and the helper's own start: a hook never runs longer than
+# ovsdb_timeout + HOOK_MARGIN seconds (watchdog below), whatever OVSDB does.
+HOOK_MARGIN = 4.0
 
 
 def _write_in_place(path, data):
@@ -59,9 +78,131 @@ def before_vm_start(env, config, logger):
     return 0
 
 
+def _read_doc(env, allow_interface=False):
+    from .domxml import DomainDoc
+    path = env.get("_hook_domxml")
+    if not path:
+        raise QosHooksError("$_hook_domxml is not set: not run by VDSM?")
+    with open(path, "rb") as f:
+        data = f.read()
+    return path, DomainDoc(data, path, allow_interface=allow_interface)
+
+
+def _rewrite_device(env, config, logger):
+    """before_nic_hotplug / before_update_device: policy on one <interface>.
+
+    The vNIC's custom properties are in the environment here (VDSM merges
+    the VM's and the device's custom properties into the hook environment,
+    the device's winning), so ``qos_profile`` names the vNIC's profile.
+    """
+    from .rewrite import rewrite
+    path, doc = _read_doc(env, allow_interface=True)
+    if not doc.is_interface_only:
+        logger.info("not an <interface> device: nothing to do")
+        return 0
+    selection = policy.Selection(env_nic_profile=env.get(policy.PROFILE_PROPERTY) or None)
+    plan = rewrite(doc, config, selection)
+    for w in plan.warnings:
+        logger.warning("%s", w)
+    for op in plan.ops:
+        logger.info("%s", op.describe())
+    if doc.changed:
+        _write_in_place(path, doc.serialize())
+    return 0
+
+
+def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False):
+    """Apply or clear the OVS QoS of the OVS-attached interfaces in the XML."""
+    from . import desired, privclient
+    _, doc = _read_doc(env, allow_interface=allow_interface)
+    dq = desired.domain_qos(doc)
+    if dq.uuid is None and env.get("vmId"):
+        dq = desired.DomainQos(uuid=env["vmId"], name=dq.name, interfaces=dq.interfaces)
+    if not dq.interfaces:
+        # a VM (or vNIC) not on Open vSwitch never needs OVSDB
+        logger.debug("no interface on Open vSwitch: nothing to do")
+        return 0
+    if dq.uuid is None:
+        raise QosHooksError("no domain UUID in the XML and no $vmId")
+    logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
+                ", ".join(i.label for i in dq.interfaces) or "-")
+    if action == "apply":
+        privclient.ovs_apply(dq, config, env, logger)
+    else:
+        privclient.ovs_clear(dq, config, env, logger, libvirt_leftovers=libvirt_leftovers)
+    return 0
+
+
+def after_vm_start(env, config, logger):
+    # live XML: <target dev='vnetN'/> is there (FIELD_NOTES section 3)
+    return _ovs(env, config, logger, "apply", allow_interface=False)
+
+
+def after_nic_hotplug(env, config, logger):
+    # pre-attach <interface>: no target dev; the backend finds the port by
+    # external_ids:attached-mac
+    return _ovs(env, config, logger, "apply", allow_interface=True)
+
+
+def after_update_device(env, config, logger):
+    return _ovs(env, config, logger, "apply", allow_interface=True)
+
+
+def after_nic_hotunplug(env, config, logger):
+    return _ovs(env, config, logger, "clear", allow_interface=True)
+
+
+def after_vm_destroy(env, config, logger):
+    # libvirt < 10.3 leaves its own QoS/Queue rows behind (FIELD_NOTES 2):
+    # clear them for this domain too
+    return _ovs(env, config, logger, "clear", allow_interface=False, libvirt_leftovers=True)
+
+
 HANDLERS = {
     "before_vm_start": before_vm_start,
+    "after_vm_start": after_vm_start,
+    "after_vm_migrate_destination": after_vm_start,
+    "before_nic_hotplug": _rewrite_device,
+    "after_nic_hotplug": after_nic_hotplug,
+    "after_nic_hotunplug": after_nic_hotunplug,
+    "before_update_device": _rewrite_device,
+    "after_update_device": after_update_device,
+    "after_vm_destroy": after_vm_destroy,
 }
+
+
+def _failure_exit(hook_point, config, logger):
+    mode = DEFAULT_ON_ERROR.get(hook_point, CONTINUE)
+    if config is not None:
+        mode = config.settings.on_error_for(hook_point, mode)
+    if mode == FAIL:
+        logger.error("on_error=fail for %s: exiting 1", hook_point)
+        return 1
+    logger.warning("on_error=continue for %s: carrying on without QoS", hook_point)
+    return 0
+
+
+def _start_watchdog(hook_point, config, logger):
+    """Bound the whole hook: after the bound, exit by the failure policy.
+
+    A thread, so it fires even while the main thread is blocked in a system
+    call (an OVSDB socket that never answers, a stuck helper).
+    """
+    import threading
+    bound = (config.settings.ovsdb_timeout if config is not None
+             else policy.DEFAULT_OVSDB_TIMEOUT) + HOOK_MARGIN
+
+    def expire():
+        code = 1
+        try:
+            logger.error("%s exceeded its bound of %.1fs", hook_point, bound)
+            code = _failure_exit(hook_point, config, logger)
+        finally:
+            os._exit(code)
+    t = threading.Timer(bound, expire)
+    t.daemon = True
+    t.start()
+    return t
 
 
 def vdsm_main(hook_point, environ=None):
@@ -71,20 +212,16 @@ def vdsm_main(hook_point, environ=None):
     config = None
     try:
         config = policy.load_config(environ=env, missing_ok=True)
+        if hook_point != "before_vm_start":
+            # before_vm_start touches no backend: no thread for it
+            _start_watchdog(hook_point, config, logger)
         return HANDLERS[hook_point](env, config, logger) or 0
     except Exception as e:  # every failure goes through the on_error policy
-        mode = DEFAULT_ON_ERROR.get(hook_point, CONTINUE)
-        if config is not None:
-            mode = config.settings.on_error_for(hook_point, mode)
         if isinstance(e, QosHooksError):
             logger.error("%s", e)
         else:
             logger.exception("internal error")
-        if mode == FAIL:
-            logger.error("on_error=fail for %s: exiting 1", hook_point)
-            return 1
-        logger.warning("on_error=continue for %s: carrying on without QoS", hook_point)
-        return 0
+        return _failure_exit(hook_point, config, logger)
 
 
 if __name__ == "__main__":  # pragma: no cover

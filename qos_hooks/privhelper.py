@@ -1,0 +1,261 @@
+"""The root helper: the one privileged entry point of the VDSM hooks.
+
+VDSM runs VM hooks as user ``vdsm`` (FIELD_NOTES section 3), and the Open
+vSwitch database is root's.  The hooks therefore hand their OVS work to
+``/usr/libexec/qos-hooks/qos-hooks-helper``, run through ``sudo -n`` and
+allowed by one sudoers line (``sudoers/50_vdsm_hook_qos_hooks``) for that
+command with no arguments, the way upstream VDSM hooks reach root.
+
+The helper reads ONE request, JSON on stdin, at most ``MAX_REQUEST_BYTES``::
+
+    {"version": 1,
+     "action": "apply" | "clear",
+     "domain": {"uuid": "8-4-4-4-12 hex", "name": "web01" | null,
+                "interfaces": [{"mac": "52:54:00:..", "target_dev": "vnet0" | null,
+                                "bandwidth": {"inbound": {"average": 1, ...},
+                                              "outbound": {...}}}]},
+     "libvirt_leftovers": false}          # "clear" only, optional
+
+Every field is checked: no unknown keys at any level, no duplicate keys, no
+floats, NaN or booleans where integers go, integers within libvirt's bounds
+(qos_hooks.policy), UUID, MAC and device-name formats.  Anything else is
+refused with exit code 4 before any OVSDB connection is made.  The OVSDB
+remote and timeout come from the helper's own configuration, never from the
+request; when run through sudo the configuration path is the fixed default
+(``$QOS_HOOKS_CONFIG`` is ignored if ``$SUDO_UID`` is set).  Nothing is ever
+passed to a shell.
+
+Exit codes (qos_hooks.errors): 0 done, 4 request refused, 5 OVSDB
+unavailable or timed out, 6 apply/verify failed, 8 not root, 1 internal
+error.  Messages go to stderr, one line each, and the calling hook copies
+them into its own log.
+"""
+
+import json
+import os
+import re
+import sys
+import threading
+
+from . import errors
+from . import log as _log
+from . import policy
+from .errors import InputError, PermissionDenied, QosHooksError
+
+REQUEST_VERSION = 1
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_INTERFACES = 64
+ACTIONS = ("apply", "clear")
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                     r"[0-9a-fA-F]{12}$")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+DEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# libvirt domain names: no '/', no control characters (virDomainDefParse
+# rejects '/'); we also keep them short and printable for the logs.
+NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,200}$")
+
+TOP_KEYS = {"version", "action", "domain", "libvirt_leftovers"}
+DOMAIN_KEYS = {"uuid", "name", "interfaces"}
+IFACE_KEYS = {"mac", "target_dev", "bandwidth"}
+DIRECTION_FIELDS = {"inbound": ("average", "peak", "burst", "floor"),
+                    "outbound": ("average", "peak", "burst")}
+
+
+class RequestError(InputError):
+    """The request is malformed or not allowed: refused, nothing done."""
+
+
+def _refuse(where, message):
+    raise RequestError("request refused: %s: %s" % (where, message))
+
+
+def _no_dupes(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            _refuse(k, "duplicate key")
+        d[k] = v
+    return d
+
+
+def _bad_constant(name):
+    _refuse(name, "not allowed in a request")
+
+
+def _bad_float(text):
+    _refuse(text, "floating point numbers are not allowed")
+
+
+def _keys(obj, allowed, required, where):
+    if not isinstance(obj, dict):
+        _refuse(where, "must be a JSON object")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        _refuse(where, "unknown key(s) %s" % ", ".join(repr(k) for k in unknown))
+    missing = sorted(k for k in required if k not in obj)
+    if missing:
+        _refuse(where, "missing key(s) %s" % ", ".join(missing))
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_rate(direction, obj, where):
+    _keys(obj, set(DIRECTION_FIELDS[direction]), (), where)
+    vals = {}
+    for f, v in obj.items():
+        if v is None:
+            continue
+        if not _is_int(v):
+            _refuse("%s.%s" % (where, f), "must be an integer")
+        lo, hi = ((policy.BW_BURST_MIN, policy.BW_BURST_MAX) if f == "burst"
+                  else (policy.BW_RATE_MIN, policy.BW_RATE_MAX))
+        if not lo <= v <= hi:
+            _refuse("%s.%s" % (where, f), "%d out of range %d..%d" % (v, lo, hi))
+        vals[f] = v
+    rate = policy.Rate(**vals)
+    try:
+        policy.validate_rate(direction, rate, prefix=None)
+    except policy.Problem as p:
+        _refuse(where, "%s (%s)" % (p.message, p.key))
+    return rate
+
+
+def _check_interface(obj, where):
+    _keys(obj, IFACE_KEYS, ("mac", "target_dev", "bandwidth"), where)
+    mac, dev = obj["mac"], obj["target_dev"]
+    if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac)):
+        _refuse(where + ".mac", "not a MAC address (xx:xx:xx:xx:xx:xx)")
+    if dev is not None and (not isinstance(dev, str) or not DEV_RE.match(dev)):
+        _refuse(where + ".target_dev", "not a device name (1-15 of A-Z a-z 0-9 _ . -)")
+    if mac is None and dev is None:
+        _refuse(where, "needs a mac or a target_dev")
+    bw = obj["bandwidth"]
+    _keys(bw, set(DIRECTION_FIELDS), (), where + ".bandwidth")
+    for direction, rate in bw.items():
+        _check_rate(direction, rate, "%s.bandwidth.%s" % (where, direction))
+    return {"mac": mac.lower() if mac else None, "target_dev": dev, "bandwidth": bw}
+
+
+def parse_request(data):
+    """Validate request bytes; return (action, DomainQos, options dict).
+
+    Raises RequestError (exit code 4) for anything that is not a valid request.
+    """
+    from .desired import DomainQos
+    if not isinstance(data, bytes):
+        _refuse("stdin", "not bytes")
+    if len(data) > MAX_REQUEST_BYTES:
+        _refuse("stdin", "request larger than %d bytes" % MAX_REQUEST_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        _refuse("stdin", "not UTF-8")
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_dupes, parse_constant=_bad_constant,
+                         parse_float=_bad_float)
+    except RecursionError:
+        _refuse("stdin", "nested too deeply")
+    except ValueError as e:
+        if isinstance(e, RequestError):
+            raise
+        _refuse("stdin", "not JSON: %s" % e)
+    _keys(obj, TOP_KEYS, ("version", "action", "domain"), "request")
+    if not _is_int(obj["version"]) or obj["version"] != REQUEST_VERSION:
+        _refuse("version", "unsupported version %r (this helper speaks %d)"
+                % (obj["version"], REQUEST_VERSION))
+    action = obj["action"]
+    if not isinstance(action, str) or action not in ACTIONS:
+        _refuse("action", "%r is not one of %s" % (action, ", ".join(ACTIONS)))
+    leftovers = obj.get("libvirt_leftovers", False)
+    if not isinstance(leftovers, bool):
+        _refuse("libvirt_leftovers", "must be true or false")
+    if leftovers and action != "clear":
+        _refuse("libvirt_leftovers", "only valid with action 'clear'")
+    dom = obj["domain"]
+    _keys(dom, DOMAIN_KEYS, ("uuid", "interfaces"), "domain")
+    if not isinstance(dom["uuid"], str) or not UUID_RE.match(dom["uuid"]):
+        _refuse("domain.uuid", "not a UUID")
+    name = dom.get("name")
+    if name is not None and (not isinstance(name, str) or not NAME_RE.match(name)):
+        _refuse("domain.name", "not a valid domain name")
+    ifaces = dom["interfaces"]
+    if not isinstance(ifaces, list):
+        _refuse("domain.interfaces", "must be a list")
+    if len(ifaces) > MAX_INTERFACES:
+        _refuse("domain.interfaces", "more than %d interfaces" % MAX_INTERFACES)
+    clean = [_check_interface(i, "domain.interfaces[%d]" % n) for n, i in enumerate(ifaces)]
+    dq = DomainQos.from_dict({"uuid": dom["uuid"].lower(), "name": name, "interfaces": clean})
+    return action, dq, {"libvirt_leftovers": leftovers}
+
+
+def build_request(action, dq, libvirt_leftovers=False):
+    """The request bytes the unprivileged side sends (checked by parse_request)."""
+    req = {"version": REQUEST_VERSION, "action": action, "domain": dq.to_dict()}
+    if libvirt_leftovers:
+        req["libvirt_leftovers"] = True
+    return json.dumps(req, sort_keys=True).encode("utf-8")
+
+
+def helper_config(environ):
+    """The helper's configuration: never influenced by a sudo caller."""
+    if environ.get("SUDO_UID") is not None:
+        return policy.load_config(policy.DEFAULT_CONFIG_PATH, environ={}, missing_ok=True) \
+            if os.path.exists(policy.DEFAULT_CONFIG_PATH) else policy.Config(path=None)
+    return policy.load_config(environ=environ, missing_ok=True)
+
+
+def execute(action, dq, options, config, logger):
+    """Run the request against the OVS backend (root only)."""
+    from . import ovs_backend
+    remote = config.settings.ovsdb
+    timeout = config.settings.ovsdb_timeout
+    if action == "apply":
+        result = ovs_backend.apply_domain(dq, remote=remote, timeout=timeout, verify=True)
+    else:
+        result = ovs_backend.clear_domain(dq, remote=remote, timeout=timeout,
+                                          libvirt_leftovers=options["libvirt_leftovers"])
+    logger.info("%s done for domain %s (%d interface(s)) on %s", action, dq.uuid,
+                len(dq.interfaces), remote)
+    return result
+
+
+def _watchdog(seconds, logger):
+    """Exit the process after ``seconds`` whatever the main thread is blocked in."""
+    def expire():
+        try:
+            logger.error("helper bound of %.1fs exceeded: exiting", seconds)
+        finally:
+            os._exit(errors.EXIT_UNAVAILABLE)
+    t = threading.Timer(seconds, expire)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def main(argv=None, stdin=None, environ=None):
+    """Entry point of libexec/qos-hooks-helper; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if environ is None else environ
+    logger = _log.setup({"helper": "qos-hooks-helper", "by": env.get("SUDO_USER")})
+    try:
+        if argv:
+            _refuse("argv", "the helper takes no arguments")
+        if os.geteuid() != 0:
+            raise PermissionDenied("qos-hooks-helper must run as root (through sudo -n; "
+                                   "see sudoers/50_vdsm_hook_qos_hooks)")
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        data = stream.read(MAX_REQUEST_BYTES + 1)
+        action, dq, options = parse_request(data)
+        config = helper_config(env)
+        _watchdog(config.settings.ovsdb_timeout + 1.0, logger)
+        execute(action, dq, options, config, logger)
+        return 0
+    except QosHooksError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    except Exception:
+        logger.exception("internal error")
+        return errors.EXIT_INTERNAL
