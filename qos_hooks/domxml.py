@@ -39,6 +39,20 @@ def _parser():
 _DOCTYPE_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
+def read_limited(stream, source="<input>", limit=None):
+    """Read at most ``limit`` (MAX_XML_BYTES) bytes from a binary stream.
+
+    Refuses a larger input after reading one byte past the limit, so a
+    huge or endless input (``yes | qos-hooks dry-run -``) costs bounded memory.
+    """
+    limit = MAX_XML_BYTES if limit is None else limit
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise DomainXmlError("%s: document is larger than the limit of %d bytes"
+                             % (source, limit))
+    return data
+
+
 def parse_bytes(data, source="<input>", roots=("domain",)):
     """Parse untrusted XML bytes; return the lxml root element.
 
@@ -62,7 +76,9 @@ def parse_bytes(data, source="<input>", roots=("domain",)):
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as e:
         line = getattr(e, "lineno", None) or 0
-        msg = getattr(e, "msg", None) or str(e)
+        msg = (getattr(e, "msg", None) or str(e)).replace("\n", " ")
+        if "encoding" in msg.lower() or "utf-8" in msg.lower():
+            msg += " (the document is not valid UTF-8 and declares no other encoding)"
         raise DomainXmlError("%s:%d: not well-formed XML: %s" % (source, line, msg))
     except (ValueError, LookupError) as e:  # unknown encoding declaration etc.
         raise DomainXmlError("%s: cannot decode document: %s" % (source, e))

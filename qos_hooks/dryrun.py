@@ -4,7 +4,7 @@ import difflib
 import os
 import sys
 
-from .domxml import DomainDoc
+from .domxml import DomainDoc, read_limited
 from .errors import InputError
 from . import policy
 from .rewrite import rewrite
@@ -13,10 +13,10 @@ from .rewrite import rewrite
 def read_input(path):
     """Read DOMAIN_XML (``-`` = stdin) as bytes; name the file in any error."""
     if path == "-":
-        return sys.stdin.buffer.read(), "<stdin>"
+        return read_limited(sys.stdin.buffer, "<stdin>"), "<stdin>"
     try:
         with open(path, "rb") as f:
-            return f.read(), path
+            return read_limited(f, path), path
     except OSError as e:
         raise InputError("%s: cannot read: %s" % (path, e.strerror))
 

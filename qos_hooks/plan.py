@@ -104,9 +104,16 @@ class SetInterfaceBandwidth(Op):
         who = self.mac or "?"
         if self.target_dev:
             who += " (%s)" % self.target_dev
-        return ("set <bandwidth> of interface %s from profile %r: inbound %s; outbound %s"
-                % (who, self.profile, describe_rate(self.bandwidth.inbound),
-                   describe_rate(self.bandwidth.outbound)))
+        parts = []
+        for direction in ("inbound", "outbound"):
+            rate = self.bandwidth.direction(direction)
+            text = describe_rate(rate)
+            prev = self.previous.direction(direction) if self.previous is not None else None
+            if rate is not None and not rate.is_empty() and rate == prev:
+                text += " (kept from the XML)"
+            parts.append("%s %s" % (direction, text))
+        return ("set <bandwidth> of interface %s from profile %r: %s"
+                % (who, self.profile, "; ".join(parts)))
 
     def commands(self):
         argv = ["virsh", "domiftune", self.domain or "DOMAIN",

@@ -23,20 +23,27 @@ File format (``configparser``, Python 3.9 stdlib; ``#`` and ``;`` comments)::
     [profile gold disk target=vd[c-z]]  ; replaces disk.* for these targets
     read_iops_sec = 100
 
-Validation limits, and where they come from:
+Validation limits, and where they come from (docs/policy.md has the full table):
 
-* ``<bandwidth>``: libvirt's domain RNG (schemas/networkcommon.rng) and
-  virNetDevBandwidthParse: average/peak/floor 1..2^54-1 KB/s... we use the
-  schema's bound; burst 1..4194303 KiB; ``average`` (or ``floor``) required when
-  ``peak``/``burst`` are given; floor only inbound.  ``peak >= average`` is ours:
-  a peak below the average is contradictory (libvirt accepts it, tc then
-  caps at the peak).
-* ``<iotune>``: qemu's throttle_is_valid (util/throttle.c): values up to 1e15,
-  total_X exclusive with read_X/write_X, X_max needs X and is not below it,
-  X_max_length needs X_max and max * length <= 1e15.
-* ``<cputune>``: libvirt qemu driver: period 1000..1000000 us, quota
-  1000..17592186044415 us or -1; shares 2..262144 (cgroup v1 cpu.shares bounds;
-  libvirt converts to cgroup v2 weight).
+* ``<bandwidth>``: libvirt's parser (src/conf/netdev_bandwidth_conf.c,
+  virNetDevBandwidthParseRate): ``average`` or ``floor`` is required, ``peak``
+  and ``burst`` need ``average``, ``floor`` only on ``<inbound>``.  Ranges from
+  libvirt 9.0's domain RNG (networkcommon.rng ``speed`` and ``BurstSize`` are
+  ``unsignedInt``, min 1): average/peak/floor 1..4294967295 KB/s (newer
+  libvirt allows up to 2^54; we keep the bound every supported libvirt
+  accepts).  burst 1..4194303 KiB: libvirt hands it to tc as ``NNNkb`` and tc
+  (iproute2 get_size) keeps the byte count in 32 bits.  ``peak >= average``
+  is ours: a peak below the average is contradictory (libvirt accepts it,
+  tc then caps at the peak).
+* ``<iotune>``: qemu's throttle_is_valid (util/throttle.c) and libvirt's
+  QEMU_BLOCK_IOTUNE_MAX: values up to 1e15; total_X exclusive with
+  read_X/write_X (also for ``_max``); X_max needs X and is not below it;
+  X_max_length > 1 needs X_max and max * length <= 1e15; ``size_iops_sec``
+  needs an iops limit.
+* ``<cputune>``: libvirt src/util/vircgroup.h: period 1000..1000000 us, quota
+  1000..17592186044415 us or -1; shares 2..10000: cgroup v1 ``cpu.shares``
+  takes 2..262144 but cgroup v2 ``cpu.weight`` (EL9, Debian 12) only
+  1..10000 (virCgroupV2SetCpuShares), so only 2..10000 works on both.
 * ``vcpuLimit``: percent 1..100 (oVirt engine's CPU QoS).
 """
 
@@ -60,12 +67,16 @@ ON_EXISTING_OVERRIDE = "override"
 
 # -- bounds -------------------------------------------------------------------
 
-BW_RATE_MIN, BW_RATE_MAX = 1, 2 ** 54 - 1     # KB/s
-BW_BURST_MIN, BW_BURST_MAX = 1, 4194303       # KiB
+# libvirt 9.0 networkcommon.rng: speed is unsignedInt (newer libvirt: 2^54)
+BW_RATE_MIN, BW_RATE_MAX = 1, 2 ** 32 - 1      # KB/s
+# tc keeps the burst in bytes in 32 bits (iproute2 get_size); libvirt passes KiB
+BW_BURST_MIN, BW_BURST_MAX = 1, (2 ** 32 - 1) // 1024   # KiB (4194303)
 IOTUNE_MAX = 10 ** 15                          # qemu THROTTLE_VALUE_MAX
 CPU_PERIOD_MIN, CPU_PERIOD_MAX = 1000, 1000000
 CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1000, 17592186044415
-CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 262144
+# cgroup v1 cpu.shares 2..262144, cgroup v2 cpu.weight 1..10000
+# (libvirt vircgroup.h VIR_CGROUP_CPU_SHARES_*, VIR_CGROUPV2_WEIGHT_*)
+CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 10000
 VCPU_LIMIT_MIN, VCPU_LIMIT_MAX = 1, 100
 DEFAULT_CPU_PERIOD = 100000                    # MOM and libvirt default
 
@@ -247,7 +258,11 @@ def _check_range(key, value, lo, hi):
 
 
 def validate_rate(direction, rate, prefix=""):
-    """Check one ``<inbound>``/``<outbound>`` against libvirt's rules."""
+    """Check one ``<inbound>``/``<outbound>`` against libvirt's rules.
+
+    Keys in problems are ``<prefix><direction>.<field>``, or the bare field
+    name when ``prefix`` is None.
+    """
     k = (prefix + direction + ".") if prefix is not None else ""
     for f in ("average", "peak", "floor"):
         v = getattr(rate, f)
@@ -256,22 +271,35 @@ def validate_rate(direction, rate, prefix=""):
     if rate.burst is not None:
         _check_range(k + "burst", rate.burst, BW_BURST_MIN, BW_BURST_MAX)
     if rate.floor is not None and direction != "inbound":
-        raise Problem(k + "floor", rate.floor, "floor exists only for inbound traffic",
-                      "inbound.floor")
+        raise Problem(k + "floor", rate.floor,
+                      "floor exists only for inbound traffic (libvirt)", "inbound.floor")
     if rate.average is None:
         for f in ("peak", "burst"):
             if getattr(rate, f) is not None:
                 raise Problem(k + f, getattr(rate, f),
-                              "%s needs %saverage" % (f, k), "set %saverage too" % k)
+                              "%s needs %saverage (libvirt: 'peak' and 'burst' require "
+                              "'average')" % (f, k), "set %saverage too" % k)
         if rate.floor is None and not rate.is_empty():
-            raise Problem(k + "average", None, "average is required", "1..%d" % BW_RATE_MAX)
+            raise Problem(k + "average", None, "average (or inbound floor) is required",
+                          "%d..%d" % (BW_RATE_MIN, BW_RATE_MAX))
     if rate.peak is not None and rate.average is not None and rate.peak < rate.average:
         raise Problem(k + "peak", rate.peak,
-                      "peak is below average (%d): the long-term rate would be the "
-                      "peak" % rate.average, "%d..%d" % (rate.average, BW_RATE_MAX))
+                      "peak (%d KB/s) is below average (%d KB/s)" % (rate.peak, rate.average),
+                      "%d..%d, at least the average" % (rate.average, BW_RATE_MAX))
+
+
+def _iotune_family(key):
+    """'read_iops_sec_max' -> ('read', 'iops_sec', '_max')."""
+    kind, rest = key.split("_", 1)
+    base = "bytes_sec" if rest.startswith("bytes_sec") else "iops_sec"
+    return kind, base, rest[len(base):]
 
 
 def validate_iotune(iotune, prefix=""):
+    """qemu's throttle_is_valid (util/throttle.c) and libvirt's bounds.
+
+    Keys in problems are ``<prefix><iotune element>``.
+    """
     d = iotune.as_dict()
     for key, v in d.items():
         if key == "group_name":
@@ -280,30 +308,43 @@ def validate_iotune(iotune, prefix=""):
                               "letters, digits, '_', '.', ':', '-'")
             continue
         _check_range(prefix + key, v, 1, IOTUNE_MAX)
+    # total_X and read_X/write_X exclude each other, for the rates and their
+    # _max (libvirt virDomainDiskDefValidate; qemu "bps/iops/max total values
+    # and read/write values cannot be used at the same time")
     for fam in _IOTUNE_FAMILIES:
         if "total_" + fam in d:
             for rw in ("read_", "write_"):
                 if rw + fam in d:
                     raise Problem(prefix + rw + fam, d[rw + fam],
                                   "total_%s and %s%s are mutually exclusive" % (fam, rw, fam),
-                                  "either total_%s or read_/write_%s" % (fam, fam))
+                                  "either total_%s or read_%s/write_%s" % (fam, fam, fam))
     for kind in ("total_", "read_", "write_"):
         for base in ("bytes_sec", "iops_sec"):
             b, m, ln = kind + base, kind + base + "_max", kind + base + "_max_length"
             if m in d:
                 if b not in d:
-                    raise Problem(prefix + m, d[m], "%s needs %s" % (m, b), "set %s too" % b)
+                    raise Problem(prefix + m, d[m], "%s needs %s (qemu: bps_max/iops_max "
+                                  "require corresponding bps/iops values)" % (m, b),
+                                  "set %s too" % b)
                 if d[m] < d[b]:
                     raise Problem(prefix + m, d[m], "%s is below %s (%d)" % (m, b, d[b]),
                                   "%d..%d" % (d[b], IOTUNE_MAX))
             if ln in d:
                 if m not in d:
-                    raise Problem(prefix + ln, d[ln], "%s needs %s" % (ln, m), "set %s too" % m)
+                    if d[ln] > 1:
+                        raise Problem(prefix + ln, d[ln], "%s needs %s (qemu: burst length "
+                                      "set without burst rate)" % (ln, m), "set %s too" % m)
+                    continue
                 top = IOTUNE_MAX // d[m]
                 if d[ln] > top:
                     raise Problem(prefix + ln, d[ln],
                                   "burst length too long for %s=%d (qemu: max * length "
                                   "<= 1e15)" % (m, d[m]), "1..%d" % top)
+    if "size_iops_sec" in d and not any(k in d for k in ("total_iops_sec", "read_iops_sec",
+                                                           "write_iops_sec")):
+        raise Problem(prefix + "size_iops_sec", d["size_iops_sec"],
+                      "size_iops_sec needs an iops limit (qemu: iops size requires an "
+                      "iops value to be set)", "set total_iops_sec or read_/write_iops_sec")
 
 
 def validate_cpu(cpu, prefix="cpu."):
@@ -323,9 +364,26 @@ def validate_cpu(cpu, prefix="cpu."):
         _check_range(prefix + "shares", cpu.shares, CPU_SHARES_MIN, CPU_SHARES_MAX)
 
 
+def cpu_period_quota_for_limit(limit, host_cpus, vcpus, period=DEFAULT_CPU_PERIOD):
+    """MOM's formula (vdsm static/etc/vdsm/mom.d/04-cputune.policy): the period
+    and per-vCPU quota that cap the whole VM at ``limit`` percent of the host.
+
+    quota = limit/100 * period * host CPUs / vCPUs.  When that falls below
+    the kernel's 1000 us minimum, MOM stretches both by the same factor
+    (``timeMultiplier``); so do we, within libvirt's period bound.
+    """
+    vcpus = max(1, vcpus)
+    quota = limit * period * host_cpus // (100 * vcpus)
+    if quota < CPU_QUOTA_MIN:
+        mult = -(-CPU_QUOTA_MIN // max(quota, 1))   # ceil
+        mult = max(1, min(mult, CPU_PERIOD_MAX // period))
+        period *= mult
+        quota = limit * period * host_cpus // (100 * vcpus)
+    return period, max(CPU_QUOTA_MIN, min(quota, CPU_QUOTA_MAX))
+
+
 def cpu_quota_for_limit(limit, period, host_cpus, vcpus):
-    """MOM's formula (mom/Controllers/CpuTune.py): the per-vCPU quota that caps
-    the whole VM at ``limit`` percent of the host."""
+    """The per-vCPU quota for ``limit`` percent at a fixed ``period``."""
     quota = limit * period * host_cpus // (100 * max(1, vcpus))
     return max(CPU_QUOTA_MIN, min(quota, CPU_QUOTA_MAX))
 
@@ -403,6 +461,7 @@ def _parse_profile(loc, section, name, items, host_keys):
     host = []
     on_existing = ON_EXISTING_FILL
     origin = {}  # normalised setting -> key that set it (to catch duplicates)
+    raw_of = dict(items)  # key -> value as written (errors quote it)
 
     def claim(setting, key, value):
         if setting in origin:
@@ -448,9 +507,11 @@ def _parse_profile(loc, section, name, items, host_keys):
             raise loc.error(section, key, raw, "unknown key", PROFILE_KEYS_HELP, name)
 
     def located(problem, keymap):
-        # map a validation problem back to the config key that produced it
+        # map a validation problem back to the config key (and the value as
+        # written) that produced it
         src = keymap.get(problem.key, problem.key)
-        return loc.error(section, src, problem.value, problem.message, problem.allowed, name)
+        return loc.error(section, src, raw_of.get(src, problem.value), problem.message,
+                         problem.allowed, name)
 
     bw = {}
     for d in DIRECTIONS:
@@ -484,13 +545,17 @@ def _parse_disk_rule(loc, section, name, items, sel, val):
         if k not in IOTUNE_KEYS:
             raise loc.error(section, key, raw, "unknown <iotune> element",
                             ", ".join(IOTUNE_KEYS), name)
+        if k in iotune:
+            raise loc.error(section, key, raw, "sets the same thing as %r" % iotune[k][1],
+                            "only one of %r and %r" % (iotune[k][1], key), name)
         iotune[k] = (_parse_value(loc, section, name, key, raw, _iotune_parser(k)), key)
     io = IoTune.from_dict({k: v for k, (v, _) in iotune.items()})
     try:
         validate_iotune(io)
     except Problem as p:
         src = iotune.get(p.key, (None, p.key))[1]
-        raise loc.error(section, src, p.value, p.message, p.allowed, name)
+        raise loc.error(section, src, dict(items).get(src, p.value), p.message, p.allowed,
+                        name)
     return DiskRule(iotune=io, bus=val if sel == "bus" else None,
                     target=val if sel == "target" else None)
 
@@ -514,7 +579,8 @@ def parse_config(text, path="<string>"):
     """Parse and validate a whole config file; raise ConfigError on any problem."""
     loc = _Located(path, _line_index(text))
     cp = configparser.ConfigParser(
-        delimiters=("=",), comment_prefixes=("#", ";"), inline_comment_prefixes=(" #", " ;"),
+        # inline comments need whitespace before them: "100Mbit ; note"
+        delimiters=("=",), comment_prefixes=("#", ";"), inline_comment_prefixes=("#", ";"),
         interpolation=None, strict=True, empty_lines_in_values=False,
         default_section="\x00no-default-section")
     cp.optionxform = lambda s: s.strip().lower()
@@ -536,6 +602,7 @@ def parse_config(text, path="<string>"):
         raise ConfigError(str(e), path=path)
 
     profiles = {}
+    profile_sections = {}
     rules = []
     settings = Settings()
     host_keys = None
@@ -556,7 +623,11 @@ def parse_config(text, path="<string>"):
             continue
         if host_keys is None:
             host_keys = host_key_parsers() if any(k.startswith("host.") for k, _ in items) else {}
+        if name in profiles:
+            raise loc.error(section, None, None, "profile %r is defined twice" % name,
+                            "one [profile %s] section" % name, name)
         profiles[name] = _parse_profile(loc, section, name, items, host_keys)
+        profile_sections[name] = section
     for name, section, rule in rules:
         if name not in profiles:
             raise loc.error(section, None, None,
@@ -564,11 +635,37 @@ def parse_config(text, path="<string>"):
                             % (name, name), ", ".join(sorted(profiles)) or "none", name)
         p = profiles[name]
         profiles[name] = replace(p, disk_rules=p.disk_rules + (rule,))
+    for name, p in profiles.items():
+        _check_groups(loc, p, [(p.iotune, profile_sections[name])] + [
+            (rule.iotune, section) for n, section, rule in rules if n == name])
     if settings.default_profile and settings.default_profile not in profiles:
         raise loc.error("settings", "default_profile", settings.default_profile,
                         "names a profile that does not exist",
                         ", ".join(sorted(profiles)) or "none")
     return Config(path=path, settings=settings, profiles=profiles)
+
+
+def _check_groups(loc, profile, sections):
+    """qemu keeps ONE set of limits per throttle group (block/throttle-groups.c:
+    the last drive configured wins for all members), so disks that share a
+    ``group_name`` must carry the same ``<iotune>``; within a profile a group
+    name must stand for one set of values.
+
+    ``sections``: [(IoTune, section name)] for the profile and its disk rules.
+    """
+    seen = {}
+    for io, section in sections:
+        g = io.as_dict().get("group_name")
+        if g is None:
+            continue
+        if g in seen and seen[g][0] != io:
+            key = "disk.group_name" if (section, "disk.group_name") in loc.lines else "group_name"
+            raise loc.error(section, key, g,
+                            "group %r has different settings in [%s] and [%s]: qemu "
+                            "keeps one set of limits per throttle group"
+                            % (g, seen[g][1], section),
+                            "one set of <iotune> values per group_name", profile.name)
+        seen.setdefault(g, (io, section))
 
 
 def _parse_settings(loc, section, items):
@@ -598,7 +695,14 @@ def _parse_settings(loc, section, items):
             if v not in ("fail", "continue"):
                 raise loc.error(section, key, raw, "unknown failure mode", "fail, continue")
             on_error.append((hook, v))
-        elif key in ("log_level", "host_cpus"):
+        elif key == "log_level":
+            if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                raise loc.error(section, key, raw, "unknown log level",
+                                "DEBUG, INFO, WARNING, ERROR")
+            extra.append((key, v))
+        elif key == "host_cpus":
+            if not re.match(r"^[0-9]+$", v) or not 1 <= int(v) <= 65536:
+                raise loc.error(section, key, raw, "not a CPU count", "1..65536")
             extra.append((key, v))
         else:
             raise loc.error(section, key, raw, "unknown setting",

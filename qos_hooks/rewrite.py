@@ -21,7 +21,8 @@ from dataclasses import replace
 from .domxml import DomainDoc
 from .plan import Plan, SetCpuTune, SetDiskIoTune, SetInterfaceBandwidth, SetVcpuLimit
 from .policy import (Bandwidth, ON_EXISTING_OVERRIDE, PROFILE_PROPERTY, DEFAULT_CPU_PERIOD,
-                     VCPU_LIMIT_MAX, VCPU_LIMIT_MIN, cpu_quota_for_limit)
+                     VCPU_LIMIT_MAX, VCPU_LIMIT_MIN, cpu_period_quota_for_limit,
+                     cpu_quota_for_limit)
 
 
 def host_cpu_count(config):
@@ -82,7 +83,10 @@ def rewrite_interfaces(doc, config, selection, vm_profile, plan_ops, warnings):
 
 
 def rewrite_disks(doc, profile, plan_ops, warnings):
+    planned = []      # (disk, iotune, rule) to write
+    final = {}        # disk index -> the iotune the disk ends up with
     for disk in doc.disks():
+        final[disk.index] = disk.iotune
         iotune, rule = profile.iotune_for(disk.bus, disk.target_dev)
         if iotune.is_empty():
             continue
@@ -96,13 +100,64 @@ def rewrite_disks(doc, profile, plan_ops, warnings):
                 continue
             if existing == iotune:
                 continue
+        planned.append((disk, iotune, rule))
+        final[disk.index] = iotune
+    # qemu keeps one set of limits per throttle group: never leave two disks
+    # in one group_name with different <iotune> (see policy._check_groups).
+    groups = {}
+    for idx, io in final.items():
+        g = io.as_dict().get("group_name") if io is not None else None
+        if g is not None:
+            groups.setdefault(g, set()).add(io)
+    for disk, iotune, rule in planned:
+        g = iotune.as_dict().get("group_name")
+        if g is not None and len(groups[g]) > 1:
+            warnings.append("skipped %s: another disk of this domain is in throttle group %r "
+                            "with different <iotune> values, and qemu keeps one set of "
+                            "limits per group" % (disk.label, g))
+            continue
         doc.set_iotune(disk.index, iotune)
         plan_ops.append(SetDiskIoTune(domain=doc.name, target_dev=disk.target_dev,
-                                      iotune=iotune, previous=existing,
+                                      iotune=iotune, previous=disk.iotune,
                                       profile=profile.name, rule=rule))
 
 
+def _ovirt_vcpu_limit(doc, cpu, host_cpus, warnings):
+    """The vcpuLimit (percent) that expresses the profile's CPU cap on oVirt."""
+    if cpu.period is not None:
+        warnings.append("oVirt domain: cpu.period=%d ignored: MOM sets the <cputune> period "
+                        "itself from vcpuLimit (vdsm mom.d/04-cputune.policy)" % cpu.period)
+    if cpu.limit is not None:
+        return cpu.limit
+    if cpu.quota is None:
+        return None
+    if cpu.quota < 0:
+        warnings.append("oVirt domain: cpu quota -1 (no cap) expressed as vcpuLimit=100%")
+        return VCPU_LIMIT_MAX
+    # MOM resets <cputune> quota/period from vcpuLimit on oVirt hosts, so an
+    # explicit quota would be undone: express it as the equivalent vcpuLimit.
+    period = cpu.period or DEFAULT_CPU_PERIOD
+    pct = (cpu.quota * doc.vcpus * 100 + (period * host_cpus) // 2) // (period * host_cpus)
+    limit = max(VCPU_LIMIT_MIN, min(VCPU_LIMIT_MAX, pct))
+    warnings.append("oVirt domain: cpu quota %d/%d us for %d vCPUs on %d host CPUs "
+                    "expressed as vcpuLimit=%d%% (MOM would reset <cputune>)"
+                    % (cpu.quota, period, doc.vcpus, host_cpus, limit))
+    return limit
+
+
 def rewrite_cpu(doc, profile, host_cpus, plan_ops, warnings):
+    """The CPU cap and shares.
+
+    On oVirt (the domain carries oVirt metadata) the cap goes to
+    ``<ovirt-tune:qos><vcpuLimit>``, which vdsm reads from the domain's
+    metadata (vdsm virt/vm.py _updateVcpuLimit, reported as vcpuUserLimit)
+    and MOM turns into <cputune> quota/period; a <cputune> cap written here
+    would be reset by MOM.  Elsewhere the cap is <cputune> period + quota.
+    ``shares`` is <cputune><shares> on both.
+
+    The cap (period + quota) is one unit for ``fill``: an XML that already
+    has a <quota> keeps its cap whole.
+    """
     cpu = profile.cpu
     if cpu.is_empty():
         return
@@ -110,31 +165,31 @@ def rewrite_cpu(doc, profile, host_cpus, plan_ops, warnings):
     have = doc.cputune()
     want = {}
     reason = ""
-    limit = cpu.limit
-    if doc.is_ovirt and limit is None and cpu.quota is not None and cpu.quota > 0:
-        # MOM resets <cputune> quota/period from vcpuLimit on oVirt hosts
-        # (mom/Controllers/CpuTune.py), so an explicit quota would be undone:
-        # express it as the equivalent vcpuLimit instead.
-        period = cpu.period or DEFAULT_CPU_PERIOD
-        pct = round(cpu.quota * doc.vcpus * 100 / (period * host_cpus))
-        limit = max(VCPU_LIMIT_MIN, min(VCPU_LIMIT_MAX, pct))
-        warnings.append("oVirt domain: cpu quota %d/%d us for %d vCPUs on %d host CPUs "
-                        "expressed as vcpuLimit=%d%% (MOM would reset <cputune>)"
-                        % (cpu.quota, period, doc.vcpus, host_cpus, limit))
-    if limit is not None and doc.is_ovirt:
-        current = doc.vcpu_limit()
-        if current != limit and (override or current is None):
-            doc.set_vcpu_limit(limit)
-            plan_ops.append(SetVcpuLimit(domain=doc.name, limit=limit, profile=profile.name))
-    elif limit is not None:
-        period = cpu.period or have.get("period") or DEFAULT_CPU_PERIOD
-        want["period"] = period
-        want["quota"] = cpu_quota_for_limit(limit, period, host_cpus, doc.vcpus)
-        reason = "cpu.limit=%d%% of %d host CPUs over %d vCPUs" % (limit, host_cpus, doc.vcpus)
+    if doc.is_ovirt:
+        limit = _ovirt_vcpu_limit(doc, cpu, host_cpus, warnings)
+        if limit is not None:
+            current = doc.vcpu_limit()
+            if current != limit and (override or current is None):
+                doc.set_vcpu_limit(limit)
+                plan_ops.append(SetVcpuLimit(domain=doc.name, limit=limit,
+                                             profile=profile.name))
     else:
-        for f in ("period", "quota"):
-            if getattr(cpu, f) is not None and not doc.is_ovirt:
-                want[f] = getattr(cpu, f)
+        if cpu.limit is not None:
+            if cpu.period is not None or "period" in have:
+                period = cpu.period or have["period"]
+                quota = cpu_quota_for_limit(cpu.limit, period, host_cpus, doc.vcpus)
+            else:
+                period, quota = cpu_period_quota_for_limit(cpu.limit, host_cpus, doc.vcpus)
+            want["period"], want["quota"] = period, quota
+            reason = ("cpu.limit=%d%% of %d host CPUs over %d vCPUs"
+                      % (cpu.limit, host_cpus, doc.vcpus))
+        else:
+            for f in ("period", "quota"):
+                if getattr(cpu, f) is not None:
+                    want[f] = getattr(cpu, f)
+        if not override and "quota" in have:
+            want.pop("quota", None)
+            want.pop("period", None)
     if cpu.shares is not None:
         want["shares"] = cpu.shares
     if not override:
