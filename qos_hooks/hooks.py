@@ -91,9 +91,10 @@ def _read_doc(env, allow_interface=False):
 def _rewrite_device(env, config, logger):
     """before_nic_hotplug / before_update_device: policy on one <interface>.
 
-    The vNIC's custom properties are in the environment here (VDSM merges
-    the VM's and the device's custom properties into the hook environment,
-    the device's winning), so ``qos_profile`` names the vNIC's profile.
+    The vNIC's custom properties are in the environment here.  VDSM sets the
+    device's properties first and the VM's second (lib/vdsm/common/hooks.py,
+    _runHooksDir), so when the VM ALSO has ``qos_profile`` the VM's value is
+    what the hook sees: set the profile on the vNIC only, or on the VM only.
     """
     from .rewrite import rewrite
     path, doc = _read_doc(env, allow_interface=True)
