@@ -1,0 +1,435 @@
+"""Host network QoS hooks: validation, fill, strip and the VDSM JSON protocol.
+
+Requests are shaped like the engine's (ovirt-engine HostNetworkQos ->
+VDSM): ``ls.m2`` is the link-share weight (1..100), ``ul.m2``/``rt.m2`` are
+bit/s (Mbps * 10^6).  The hook executables run through tests/vdsm_runner.py,
+which runs a hook directory the way VDSM's ``_runHooksDir`` does.  No OVS
+here: OVS networks only get stripped and remembered (tests/test_hostnet_ovs.py
+applies them).
+"""
+
+import json
+import os
+import string
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from qos_hooks import hostnet, policy
+from qos_hooks.errors import ConfigError, InputError
+from tests.vdsm_runner import JSON, HookError, run_hook_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOOKS = os.path.join(ROOT, "hooks")
+MBIT = 10 ** 6
+
+CONF = """\
+[settings]
+ovsdb = unix:/nonexistent/db.sock
+ovsdb_timeout = 1
+
+[profile hostgold]
+host.ls.m2 = 40
+host.ul.m2 = 500Mbit
+host.rt.m2 = 100Mbit
+
+[profile hostcap]
+on_existing = override
+host.ls.m2 = 10
+host.ul.m2 = 20Mbit
+
+[profile vmonly]
+inbound.average = 10Mbit
+"""
+
+
+def engine_qos(linkshare=None, upperlimit=None, realtime=None):
+    """hostQos as the engine sends it: ls weight, ul/rt in bit/s."""
+    out = {}
+    if linkshare is not None:
+        out["ls"] = {"m2": linkshare}
+    if upperlimit is not None:
+        out["ul"] = {"m2": upperlimit * MBIT}
+    if realtime is not None:
+        out["rt"] = {"m2": realtime * MBIT}
+    return {"out": out}
+
+
+def engine_request(networks, bondings=None, options=None):
+    """The request VDSM hands to before_network_setup (api.py
+    _build_setup_hook_dict), after canonicalize_networks filled defaults."""
+    nets = {}
+    for name, attrs in networks.items():
+        if attrs.get("remove"):
+            nets[name] = {"remove": True}
+            continue
+        base = {"bridged": True, "mtu": 1500, "switch": "legacy", "defaultRoute": False,
+                "bootproto": "none", "dhcpv6": False, "ipv6autoconf": False,
+                "nameservers": [], "stp": False}
+        base.update(attrs)
+        nets[name] = base
+    return {"request": {"networks": nets, "bondings": bondings or {},
+                        "options": options or {"connectivityCheck": "true",
+                                               "connectivityTimeout": 120,
+                                               "commitOnSuccess": True}}}
+
+
+@pytest.fixture
+def env(tmp_path):
+    conf = tmp_path / "qos-hooks.conf"
+    conf.write_text(CONF)
+    e = dict(os.environ)
+    e.update({"QOS_HOOKS_CONFIG": str(conf),
+              "QOS_HOOKS_HOSTNET_STATE": str(tmp_path / "state" / "hostnet.json"),
+              "PYTHONPATH": ROOT + os.pathsep + e.get("PYTHONPATH", "")})
+    return e
+
+
+def run_file_hook(hook_point, text, env, tmp_path):
+    """Run one hook executable on a file holding exactly ``text``; return
+    (rc, new bytes, stderr, rewritten?)."""
+    path = tmp_path / ("%s.json" % hook_point)
+    path.write_bytes(text.encode("utf-8"))
+    before = os.stat(path)
+    e = dict(env, _hook_json=str(path))
+    p = subprocess.run([os.path.join(HOOKS, hook_point, "50_qos_hooks")], env=e, cwd="/",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    after = os.stat(path)
+    rewritten = (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size)
+    assert after.st_ino == before.st_ino   # rewritten in place, as VDSM expects
+    return p.returncode, path.read_bytes().decode("utf-8"), p.stderr.decode(), rewritten
+
+
+CFG = policy.parse_config(CONF)
+
+
+# -- validation --------------------------------------------------------------------
+
+def test_engine_request_valid_untouched_through_vdsm_runner(env):
+    req = engine_request({
+        "ovirtmgmt": {"nic": "eth0", "hostQos": engine_qos(50, 1000, 100)},
+        "storage": {"nic": "eth1", "vlan": 20, "bridged": False,
+                    "hostQos": engine_qos(30, 2000)},
+        "display": {"nic": "eth1", "vlan": 30},
+    })
+    res = run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
+                       base_env=env)
+    assert res.rcs == (0,)
+    assert res.data == req
+
+
+def test_engine_request_valid_file_not_rewritten(env, tmp_path):
+    req = engine_request({"net": {"nic": "eth1", "vlan": 5,
+                                  "hostQos": engine_qos(10, 100, 10)}})
+    text = json.dumps(req)
+    rc, new, err, rewritten = run_file_hook("before_network_setup", text, env, tmp_path)
+    assert rc == 0, err
+    assert new == text and not rewritten
+
+
+@pytest.mark.parametrize("qos, words", [
+    (engine_qos(10, 100, 200), ["'vm10'", "upper limit 100Mbit/s is below the real-time "
+                                "rate 200Mbit/s", "[ul][m2] = 100000000"]),
+    (engine_qos(None, 100), ["'vm10'", "VLAN network (vlan 10) has no link-share"]),
+    ({"out": {"ls": {"m2": 10}, "ul": {"m1": 200 * MBIT, "m2": 100 * MBIT}}},
+     ["'vm10'", "[out][ul][m1] = 200000000", "m1 needs d"]),
+    ({"out": {"ls": {"m2": 10}, "ul": {"m2": -5}}}, ["'vm10'", "= -5", "negative"]),
+    ({"out": {"ls": {"m2": 10}, "ul": {"m2": 8 * 2 ** 32}}}, ["'vm10'", "too large"]),
+    ({"out": {"ls": {"m2": 10}, "ul": {"m2": "fast"}}}, ["'vm10'", "\"fast\""]),
+    ({"out": {"ls": {"m2": 0}}}, ["'vm10'", "weight of 0"]),
+    ({"out": {"ls": {"m2": 10}, "xx": {"m2": 1}}}, ["'vm10'", "unknown curve"]),
+    ({"in": {"ls": {"m2": 10}}}, ["'vm10'", "outbound traffic only"]),
+    ({"out": {"ls": {"m2": 10, "m3": 1}}}, ["'vm10'", "unknown curve key"]),
+    ({"out": {"ls": {"m2": 10}, "ul": {"m1": 50 * MBIT, "d": 1000, "m2": 300 * MBIT},
+              "rt": {"m1": 100 * MBIT, "d": 1000, "m2": 200 * MBIT}}},
+     ["'vm10'", "starts at 50Mbit/s, below the real-time curve's 100Mbit/s"]),
+])
+def test_invalid_requests_fail_naming_network_and_value(env, qos, words):
+    req = engine_request({"vm10": {"nic": "eth1", "vlan": 10, "hostQos": qos},
+                          "other": {"nic": "eth0"}})
+    with pytest.raises(HookError) as ei:
+        run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
+                     base_env=env)
+    res = ei.value.result
+    assert res.rcs == (1,)                # 1, not 2: other hooks still run
+    assert res.data == req                # nothing changed
+    for w in words:
+        assert w in res.stderr, (w, res.stderr)
+
+
+def test_upper_limit_alone_is_refused_even_untagged():
+    with pytest.raises(InputError) as ei:
+        hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(None, 10)}}, CFG)
+    assert "upper limit alone" in str(ei.value) and "'n'" in str(ei.value)
+
+
+def test_removed_network_not_validated():
+    assert hostnet.decide({"gone": {"remove": True, "hostQos": "junk"}}, CFG) == []
+
+
+# -- fixes -------------------------------------------------------------------------------
+
+def test_fixes_change_only_that_networks_hostqos(env, tmp_path):
+    bad = {"out": {"ls": {"m1": 0, "d": 0, "m2": "25"}, "ul": {"m2": "100Mbit"},
+                   "rt": {"m1": 20000000.0, "d": "5ms", "m2": 10 * MBIT}}}
+    req = engine_request({"a": {"nic": "eth0", "hostQos": engine_qos(10, 100)},
+                          "b": {"nic": "eth1", "vlan": 7, "hostQos": bad},
+                          "c": {"nic": "eth2", "vlan": 8}})
+    text = json.dumps(req)
+    rc, new, err, rewritten = run_file_hook("before_network_setup", text, env, tmp_path)
+    assert rc == 0, err
+    fixed = {"out": {"ls": {"m2": 25}, "ul": {"m2": 100 * MBIT},
+                     "rt": {"m1": 20 * MBIT, "d": 5000, "m2": 10 * MBIT}}}
+    assert json.loads(new)["request"]["networks"]["b"]["hostQos"] == fixed
+    # byte for byte: the only difference is that one value
+    assert new == text.replace(json.dumps(bad), json.dumps(fixed))
+    assert rewritten
+    assert "fixed hostQos[out][ul][m2]: \"100Mbit\" -> 100000000" in err
+    assert "network 'b'" in err
+
+
+def test_fixes_keep_foreign_formatting(env, tmp_path):
+    """A hand-formatted file (another hook rewrote it with indent=4) keeps its
+    formatting: only the edited value is re-serialised."""
+    req = engine_request({"b": {"nic": "eth1", "vlan": 7,
+                                "hostQos": {"out": {"ls": {"m2": "5"}}}},
+                          "ü-net": {"nic": "eth2", "note": "tabs\tand \u2603"}})
+    text = json.dumps(req, indent=4, ensure_ascii=False) + "\n"
+    rc, new, err, _ = run_file_hook("before_network_setup", text, env, tmp_path)
+    assert rc == 0, err
+    old_val = json.dumps(req["request"]["networks"]["b"]["hostQos"], indent=4)
+    old_val = "\n".join((" " * 16 + ln) if i else ln
+                        for i, ln in enumerate(old_val.splitlines()))
+    assert old_val in text
+    assert new == text.replace(old_val, '{"out": {"ls": {"m2": 5}}}')
+
+
+# -- fill from profiles ----------------------------------------------------------------
+
+def test_fill_from_network_custom_profile(env, tmp_path):
+    req = engine_request({"mig": {"nic": "eth1", "vlan": 40,
+                                  "custom": {"qos_profile": "hostgold"}},
+                          "keep": {"nic": "eth2", "hostQos": engine_qos(5, 10)}})
+    text = json.dumps(req)
+    rc, new, err, _ = run_file_hook("before_network_setup", text, env, tmp_path)
+    assert rc == 0, err
+    q = {"out": {"ls": {"m2": 40}, "ul": {"m2": 500 * MBIT}, "rt": {"m2": 100 * MBIT}}}
+    want = json.loads(text)
+    want["request"]["networks"]["mig"]["hostQos"] = q
+    assert json.loads(new) == want
+    custom = '"custom": {"qos_profile": "hostgold"}'
+    assert new == text.replace(custom, custom + ', "hostQos": ' + json.dumps(q))
+    assert "profile 'hostgold'" in err
+
+
+def test_fill_gaps_only_by_default():
+    nets = {"n": {"nic": "e", "vlan": 3, "custom": {"qos_profile": "hostgold"},
+                  "hostQos": engine_qos(None, 200)}}
+    (d,) = hostnet.decide(nets, CFG)
+    assert d.action == "set"
+    assert d.qos.to_json() == {"out": {"ls": {"m2": 40}, "ul": {"m2": 200 * MBIT},
+                                       "rt": {"m2": 100 * MBIT}}}
+
+
+def test_override_profile_replaces():
+    nets = {"n": {"nic": "e", "custom": {"qos_profile": "hostcap"},
+                  "hostQos": engine_qos(50, 900, 100)}}
+    (d,) = hostnet.decide(nets, CFG)
+    assert d.qos.to_json() == {"out": {"ls": {"m2": 10}, "ul": {"m2": 20 * MBIT}}}
+
+
+def test_fill_that_contradicts_request_fails_naming_network():
+    # request's upper limit 50 Mbit/s + profile's real-time 100 Mbit/s
+    nets = {"n": {"nic": "e", "custom": {"qos_profile": "hostgold"},
+                  "hostQos": engine_qos(None, 50)}}
+    with pytest.raises(InputError) as ei:
+        hostnet.decide(nets, CFG)
+    assert "'n'" in str(ei.value) and "below the real-time" in str(ei.value)
+
+
+def test_profile_without_host_keys_changes_nothing():
+    (d,) = hostnet.decide({"n": {"nic": "e", "custom": {"qos_profile": "vmonly"}}}, CFG)
+    assert d.action == "keep" and d.qos is None
+
+
+def test_unknown_profile_names_network(env):
+    req = engine_request({"n": {"nic": "e", "custom": {"qos_profile": "nope"}}})
+    with pytest.raises(HookError) as ei:
+        run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
+                     base_env=env)
+    assert "network 'n'" in ei.value.result.stderr
+    assert "unknown profile 'nope'" in ei.value.result.stderr
+
+
+@pytest.mark.parametrize("text, words", [
+    ("host.ul.m2 = 10Mbps\n", ["host.ul.m2", "ambiguous"]),
+    ("host.ls.m2 = heavy\n", ["host.ls.m2", "not a whole number"]),
+    ("host.rt.d = 1.5us\n", ["host.rt.d", "whole number of microseconds"]),
+    ("host.xx.m2 = 1\n", ["host.xx.m2", "unknown host network key"]),
+])
+def test_profile_value_errors(text, words):
+    with pytest.raises(ConfigError) as ei:
+        policy.parse_config("[profile p]\n" + text, "/etc/q.conf")
+    msg = str(ei.value)
+    assert "/etc/q.conf:2" in msg and "profile 'p'" in msg
+    for w in words:
+        assert w in msg
+
+
+def test_profile_curve_errors_name_profile_and_key():
+    cfg = policy.parse_config("[profile p]\nhost.ls.m2 = 5\nhost.ul.m1 = 10Mbit\n"
+                              "host.ul.m2 = 5Mbit\n", "/etc/q.conf")
+    with pytest.raises(ConfigError) as ei:
+        hostnet.profile_host_qos(cfg.profiles["p"], cfg.path)
+    msg = str(ei.value)
+    assert "profile 'p'" in msg and "host.ul.m1" in msg and "m1 needs d" in msg
+
+
+def test_profile_units():
+    cfg = policy.parse_config("[profile p]\nhost.ls.m2 = 7\nhost.ul.m1 = 1.5Gbit\n"
+                              "host.ul.d = 2ms\nhost.ul.m2 = 125MB/s\n")
+    q = hostnet.profile_host_qos(cfg.profiles["p"])
+    assert q.ul == hostnet.Curve(m1=1500 * MBIT, d=2000, m2=1000 * MBIT)
+    assert q.ls == hostnet.Curve(m2=7)
+
+
+# -- OVS switch type: strip and remember ------------------------------------------------
+
+def test_ovs_network_stripped_and_remembered(env, tmp_path):
+    q = engine_qos(20, 300, 50)
+    req = engine_request({"ovsnet": {"nic": "eth3", "vlan": 100, "switch": "ovs",
+                                     "hostQos": q},
+                          "ovsplain": {"nic": "eth3", "switch": "ovs",
+                                       "custom": {"qos_profile": "hostgold"}},
+                          "ovsnone": {"nic": "eth3", "vlan": 101, "switch": "ovs"}})
+    text = json.dumps(req)
+    rc, new, err, _ = run_file_hook("before_network_setup", text, env, tmp_path)
+    assert rc == 0, err
+    assert new == text.replace(', "hostQos": ' + json.dumps(q), "")
+    got = json.loads(new)["request"]["networks"]
+    assert all("hostQos" not in a for a in got.values())
+    with open(env["QOS_HOOKS_HOSTNET_STATE"]) as f:
+        state = json.load(f)
+    assert state["pending"]["ovsnet"] == {"hostQos": q, "uplink": "eth3", "vlan": 100,
+                                          "profile": None}
+    assert state["pending"]["ovsplain"]["hostQos"] == {
+        "out": {"ls": {"m2": 40}, "ul": {"m2": 500 * MBIT}, "rt": {"m2": 100 * MBIT}}}
+    assert state["pending"]["ovsnone"]["hostQos"] is None
+    assert oct(os.stat(env["QOS_HOOKS_HOSTNET_STATE"]).st_mode & 0o777) == "0o600"
+
+
+def test_ovs_by_custom_property_and_invalid_ovs_qos_fails(env):
+    req = engine_request({"o": {"nic": "eth3", "vlan": 5, "custom": {"ovs": "true"},
+                                "switch": "legacy", "hostQos": engine_qos(None, 10)}})
+    with pytest.raises(HookError) as ei:
+        run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
+                     base_env=env)
+    assert "network 'o'" in ei.value.result.stderr
+    assert not os.path.exists(env["QOS_HOOKS_HOSTNET_STATE"])
+
+
+def test_after_fail_drops_pending(env, tmp_path):
+    req = engine_request({"o": {"nic": "eth3", "switch": "ovs",
+                                "hostQos": engine_qos(5, 10)}})
+    rc, _, err, _ = run_file_hook("before_network_setup", json.dumps(req), env, tmp_path)
+    assert rc == 0, err
+    res = run_hook_dir(os.path.join(HOOKS, "after_network_setup_fail"), req, kind=JSON,
+                       base_env=env)
+    assert res.rcs == (0,)
+    with open(env["QOS_HOOKS_HOSTNET_STATE"]) as f:
+        assert json.load(f)["pending"] == {}
+
+
+def test_after_hook_without_ovs_networks_touches_nothing(env):
+    req = engine_request({"a": {"nic": "eth0", "hostQos": engine_qos(5, 10)}})
+    res = run_hook_dir(os.path.join(HOOKS, "after_network_setup"), req, kind=JSON,
+                       base_env=env)
+    assert res.rcs == (0,) and res.data == req
+
+
+def test_after_hook_unreachable_ovsdb_continues_by_default(env):
+    """after_network_setup: on_error defaults to continue (VDSM ignores it anyway)."""
+    req = engine_request({"o": {"nic": "eth3", "switch": "ovs",
+                                "hostQos": engine_qos(5, 10)}})
+    res = run_hook_dir(os.path.join(HOOKS, "after_network_setup"), req, kind=JSON,
+                       base_env=env)
+    assert res.rcs == (0,)
+    assert "OVSDB" in res.stderr and "on_error=continue" in res.stderr
+
+
+def test_on_error_continue_for_before_hook(env, tmp_path):
+    conf = tmp_path / "c2.conf"
+    conf.write_text("[settings]\non_error.before_network_setup = continue\n")
+    e = dict(env, QOS_HOOKS_CONFIG=str(conf))
+    req = engine_request({"v": {"nic": "e", "vlan": 2, "hostQos": engine_qos(None, 5)}})
+    res = run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
+                       base_env=e)
+    assert res.rcs == (0,) and res.data == req
+    assert "network 'v'" in res.stderr and "on_error=continue" in res.stderr
+
+
+def test_hook_without_hook_json_fails(env):
+    e = dict(env)
+    e.pop("_hook_json", None)
+    p = subprocess.run([sys.executable, os.path.join(HOOKS, "before_network_setup",
+                                                     "50_qos_hooks")],
+                       env=e, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert p.returncode == 1 and b"_hook_json" in p.stderr
+
+
+def test_hook_dirs_hold_only_the_executable():
+    for hp in ("before_network_setup", "after_network_setup", "after_network_setup_fail"):
+        names = os.listdir(os.path.join(HOOKS, hp))
+        assert names == ["50_qos_hooks"], names
+        assert os.access(os.path.join(HOOKS, hp, "50_qos_hooks"), os.X_OK)
+
+
+# -- the byte-preserving editor ------------------------------------------------------------
+
+_keys = st.text(alphabet=string.ascii_letters + "é☃\"\\ \t", min_size=1, max_size=6)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 20, 10 ** 20),
+                     st.floats(allow_nan=False, allow_infinity=False),
+                     st.text(max_size=8))
+_json = st.recursive(_scalars, lambda c: st.one_of(
+    st.lists(c, max_size=3), st.dictionaries(_keys, c, max_size=3)), max_leaves=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(_keys, st.dictionaries(_keys, _json, max_size=4), min_size=1,
+                       max_size=4),
+       st.dictionaries(_keys, _json, max_size=3), st.integers(0, 3))
+def test_vdsm_json_round_trips_and_edits_are_local(networks, options, indent_choice):
+    """VDSM writes the file with json.dumps(data): json.dumps(json.loads(x)) == x
+    for such files, and JsonEditor edits leave every other byte alone, for any
+    formatting."""
+    data = {"request": {"networks": networks, "bondings": {}, "options": options}}
+    vdsm_text = json.dumps(data)
+    assert json.dumps(json.loads(vdsm_text)) == vdsm_text
+    text = json.dumps(data, indent=[None, 1, 4, "\t"][indent_choice])
+    new_val = {"out": {"ls": {"m2": 3}}}
+    for net in networks:
+        ed = hostnet.JsonEditor(text)
+        pos = ed.find(["request", "networks", net])
+        ed.set_member(pos, "hostQos", new_val)
+        out = ed.result()
+        want = json.loads(text)
+        want["request"]["networks"][net]["hostQos"] = new_val
+        assert json.loads(out) == want
+        # the edit is one contiguous replacement
+        i = 0
+        while i < min(len(text), len(out)) and text[i] == out[i]:
+            i += 1
+        j = 0
+        while j < min(len(text), len(out)) - i and text[-1 - j] == out[-1 - j]:
+            j += 1
+        assert json.dumps(new_val) in out[i - 20 if i >= 20 else 0:len(out) - j + 20]
+        ed2 = hostnet.JsonEditor(out)
+        ed2.delete_member(ed2.find(["request", "networks", net]), "hostQos")
+        out2 = ed2.result()
+        del want["request"]["networks"][net]["hostQos"]
+        assert json.loads(out2) == want
+        if "hostQos" not in networks[net]:
+            # insert then delete gives back the original bytes
+            assert out2 == text
