@@ -1,0 +1,385 @@
+"""Every VDSM hook executable, run the way VDSM runs it (tests/vdsm_runner.py),
+its effect checked on the hook file and on a real Open vSwitch.
+
+The OVS tests run the hook scripts inside the sandbox switch's network
+namespace (as VDSM and OVS share one host), and route the OVS work through
+the real root helper executable (``QOS_HOOKS_VIA_HELPER=1``), without sudo
+since the suite is root; ``test_hooks_reach_the_helper_through_sudo`` takes
+the sudo path.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from qos_hooks import policy
+from tests.ovs_sandbox import ovs_sandbox, require  # noqa: F401
+from tests.vdsm_runner import HookError, run_hook_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOOKS = os.path.join(REPO, "hooks")
+HELPER = os.path.join(REPO, "libexec", "qos-hooks-helper")
+UUID = "6b1f9c1e-2f4a-4c3e-9a57-1d2f3b4c5d6e"
+MAC0 = "52:54:00:6b:1f:01"
+MAC1 = "52:54:00:6b:1f:02"
+
+CONF = """\
+[settings]
+default_profile = gold
+ovsdb = {remote}
+ovsdb_timeout = {timeout}
+{extra}
+
+[profile gold]
+inbound.average = 1000
+inbound.peak = 2000
+inbound.burst = 256
+outbound.average = 500
+outbound.burst = 128
+
+[profile silver]
+inbound.average = 250
+outbound.average = 125
+"""
+
+DOMAIN = """<domain type='kvm'>
+  <name>web01</name>
+  <uuid>{uuid}</uuid>
+  <metadata>
+    <ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
+      <ovirt-vm:device mac_address="{mac}">
+        <ovirt-vm:custom/>
+      </ovirt-vm:device>
+    </ovirt-vm:vm>
+  </metadata>
+  <memory unit='KiB'>1048576</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+{ifaces}
+  </devices>
+</domain>
+"""
+
+IFACE = """    <interface type='bridge'>
+      <mac address='{mac}'/>
+      <source bridge='br0'/>
+      <virtualport type='openvswitch'/>{target}{bandwidth}
+      <model type='virtio'/>
+    </interface>"""
+
+
+def iface_xml(mac, target=None, bandwidth=None, ovs=True):
+    x = IFACE.format(mac=mac, target="\n      <target dev='%s'/>" % target if target else "",
+                     bandwidth="\n      <bandwidth>%s</bandwidth>" % bandwidth if bandwidth else "")
+    if not ovs:
+        x = x.replace("\n      <virtualport type='openvswitch'/>", "")
+    return x
+
+
+def domain_xml(*ifaces, mac=MAC0):
+    return DOMAIN.format(uuid=UUID, mac=mac, ifaces="\n".join(ifaces))
+
+
+def q(xml):
+    """lxml writes attributes with double quotes: compare in one spelling."""
+    return xml.replace('"', "'")
+
+
+def hook_dir(point):
+    return os.path.join(HOOKS, point)
+
+
+@pytest.fixture
+def make_env(tmp_path):
+    def make(remote="unix:%s" % (tmp_path / "no-ovsdb.sock"), timeout=2, extra=""):
+        conf = tmp_path / "qos-hooks.conf"
+        conf.write_text(CONF.format(remote=remote, timeout=timeout, extra=extra))
+        env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), QOS_HOOKS_VIA_HELPER="1",
+                   QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER)
+        return env
+    return make
+
+
+def run(point, data, env, **kw):
+    # bound: a hook never runs longer than ovsdb_timeout + its margin; the
+    # runner kills it well after that, which fails the test
+    return run_hook_dir(hook_dir(point), data, hook_point=point, base_env=env,
+                        timeout=kw.pop("timeout", 30), **kw)
+
+
+# -- the hook directories --------------------------------------------------------
+
+def test_hook_directories_hold_only_the_executables():
+    from qos_hooks.hooks import HOOK_POINTS, HANDLERS
+    assert set(HOOK_POINTS) == set(HANDLERS)
+    for point in HOOK_POINTS:
+        files = os.listdir(hook_dir(point))
+        assert files == ["50_qos_hooks"], (point, files)
+        path = os.path.join(hook_dir(point), "50_qos_hooks")
+        assert os.access(path, os.X_OK)
+        text = open(path).read()
+        assert text.startswith("#!/usr/bin/env python3\n")
+        assert 'vdsm_main("%s")' % point in text
+        assert len(text.splitlines()) <= 8
+
+
+def test_runner_copies_vdsm_order_exit_2_and_non_executables(tmp_path, make_env):
+    """Sorted order; exit 2 skips the rest; non-executable files never run."""
+    d = tmp_path / "before_vm_start"
+    d.mkdir()
+    shutil.copy(os.path.join(hook_dir("before_vm_start"), "50_qos_hooks"), d / "50_qos_hooks")
+    (d / "10_first").write_text("#!/bin/sh\necho first >&2\nexit 0\n")
+    (d / "10_first").chmod(0o755)
+    (d / "helper_module.py").write_text("raise SystemExit('must not run')\n")  # not executable
+    res = run_hook_dir(str(d), domain_xml(iface_xml(MAC0)), base_env=make_env())
+    assert [os.path.basename(r.path) for r in res.runs] == ["10_first", "50_qos_hooks"]
+    assert "<inbound average='1000' peak='2000' burst='256'/>" in q(res.data)
+    (d / "20_stop").write_text("#!/bin/sh\necho stop >&2\nexit 2\n")
+    (d / "20_stop").chmod(0o755)
+    with pytest.raises(HookError) as e:
+        run_hook_dir(str(d), domain_xml(iface_xml(MAC0)), base_env=make_env())
+    assert [os.path.basename(r.path) for r in e.value.result.runs] == ["10_first", "20_stop"]
+    assert "<bandwidth>" not in e.value.result.data
+
+
+# -- before_* hooks: the XML -------------------------------------------------------
+
+def test_before_vm_start_rewrites_the_file(make_env):
+    res = run("before_vm_start", domain_xml(iface_xml(MAC0)), make_env(), vm_id=UUID)
+    assert res.rcs == (0,)
+    assert "<inbound average='1000' peak='2000' burst='256'/>" in q(res.data)
+    assert "<outbound average='500' burst='128'/>" in q(res.data)
+
+
+def test_before_vm_start_vm_custom_property_picks_the_profile(make_env):
+    res = run("before_vm_start", domain_xml(iface_xml(MAC0)), make_env(), vm_id=UUID,
+              vm_custom={"qos_profile": "silver"})
+    assert "<inbound average='250'/>" in q(res.data)
+
+
+def test_before_vm_start_fails_closed_by_default(make_env):
+    xml = domain_xml(iface_xml(MAC0))
+    with pytest.raises(HookError) as e:
+        run("before_vm_start", xml, make_env(), vm_custom={"qos_profile": "nope"})
+    assert e.value.result.rcs == (1,)
+    assert "unknown profile 'nope'" in e.value.result.stderr
+    assert e.value.result.data == xml
+
+
+def test_before_vm_start_on_error_continue(make_env):
+    xml = domain_xml(iface_xml(MAC0))
+    env = make_env(extra="on_error.before_vm_start = continue")
+    res = run("before_vm_start", xml, env, vm_custom={"qos_profile": "nope"})
+    assert res.rcs == (0,) and res.data == xml
+    assert "on_error=continue" in res.stderr
+
+
+def test_before_nic_hotplug_uses_the_vnic_property(make_env):
+    res = run("before_nic_hotplug", iface_xml(MAC1), make_env(), vm_id=UUID,
+              params={"qos_profile": "silver"})
+    assert res.rcs == (0,)
+    assert res.data.lstrip().startswith("<interface")
+    assert "<inbound average='250'/>" in q(res.data) and "<outbound average='125'/>" in q(res.data)
+
+
+def test_before_nic_hotplug_replaces_empty_engine_bandwidth(make_env):
+    res = run("before_nic_hotplug", iface_xml(MAC1, bandwidth=""), make_env(), vm_id=UUID)
+    assert res.data.count("<bandwidth") == 1
+    assert "<inbound average='1000' peak='2000' burst='256'/>" in q(res.data)
+
+
+def test_before_nic_hotplug_bad_profile_aborts_the_hotplug(make_env):
+    with pytest.raises(HookError):
+        run("before_nic_hotplug", iface_xml(MAC1), make_env(), params={"qos_profile": "nope"})
+
+
+def test_before_update_device_keeps_engine_qos_and_fills_gaps(make_env):
+    # the engine's new vNIC QoS (inbound) stays; the profile fills outbound
+    xml = iface_xml(MAC1, bandwidth="<inbound average='3000'/>")
+    res = run("before_update_device", xml, make_env(), vm_id=UUID)
+    assert "<inbound average='3000'/>" in q(res.data)
+    assert "<outbound average='500' burst='128'/>" in q(res.data)
+
+
+def test_after_hooks_without_ovs_interfaces_need_no_ovsdb(make_env):
+    env = make_env()  # OVSDB remote does not exist
+    live = domain_xml(iface_xml(MAC0, target="vnet0", ovs=False))
+    for point in ("after_vm_start", "after_vm_migrate_destination", "after_vm_destroy"):
+        res = run(point, live, env, vm_id=UUID)
+        assert res.rcs == (0,), (point, res.stderr)
+        assert "ERROR" not in res.stderr, (point, res.stderr)
+
+
+# -- after_* hooks on a real OVS ----------------------------------------------------
+
+def _ovs_rows(sb):
+    return sb.vsctl_json("QoS"), sb.vsctl_json("Queue")
+
+
+def _tc_rates(sb, dev):
+    """{classid: (rate bit/s, ceil bit/s)} of the htb classes on dev (tc text)."""
+    text = sb.tc_text("class", "show", "dev", dev)
+    out = {}
+    for m in re.finditer(r"class htb (\S+) .*?rate (\S+) ceil (\S+)", text):
+        out[m.group(1)] = (_bits(m.group(2)), _bits(m.group(3)))
+    return out
+
+
+def _bits(s):
+    m = re.match(r"^([0-9.]+)([KMG]?)bit$", s)
+    return int(float(m.group(1)) * {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}[m.group(2)])
+
+
+def assert_ovs_has(sb, dev, bandwidth, domain_uuid=UUID):
+    """OVSDB and the kernel hold what this project's mapping defines."""
+    from qos_hooks.ovs_plan import OWNER_KEY, map_bandwidth
+    want, _ = map_bandwidth(bandwidth)
+    port = sb.vsctl_json("Port", "name", "qos", where=["name=%s" % dev])[0]
+    iface = sb.vsctl_json("Interface", "ingress_policing_rate", "ingress_policing_burst",
+                          where=["name=%s" % dev])[0]
+    assert iface["ingress_policing_rate"] == want.policing_rate
+    assert iface["ingress_policing_burst"] == want.policing_burst
+    if not want.has_inbound:
+        assert port["qos"] in ([], None)
+        return
+    qos = [q for q in sb.vsctl_json("QoS") if q["_uuid"] == port["qos"]][0]
+    assert qos["type"] == "linux-htb"
+    assert qos["external_ids"][OWNER_KEY] == domain_uuid
+    assert int(qos["other_config"]["max-rate"]) == want.qos_max_rate
+    queue = [q for q in sb.vsctl_json("Queue") if q["_uuid"] == qos["queues"][0]][0]
+    assert int(queue["other_config"]["min-rate"]) == want.queue_min_rate
+    assert int(queue["other_config"]["max-rate"]) == want.queue_max_rate
+    # the kernel: ovs-vswitchd made root htb 1:, class 1:fffe (QoS max-rate)
+    # and class 1:1 for queue 0
+    sb.wait_for(lambda: "1:1" in _tc_rates(sb, dev), "htb class 1:1 on %s" % dev)
+    rates = _tc_rates(sb, dev)
+    assert rates["1:fffe"][1] == want.qos_max_rate
+    assert rates["1:1"] == (want.queue_min_rate, want.queue_max_rate)
+
+
+def _bw(inbound=None, outbound=None):
+    return policy.Bandwidth(inbound=policy.Rate(**inbound) if inbound else None,
+                            outbound=policy.Rate(**outbound) if outbound else None)
+
+
+GOLD = _bw({"average": 1000, "peak": 2000, "burst": 256}, {"average": 500, "burst": 128})
+SILVER = _bw({"average": 250}, {"average": 125})
+
+
+def _ns_prefix(sb):
+    return ["ip", "netns", "exec", sb.netns]
+
+
+def test_vm_start_migrate_destroy_on_ovs(ovs_sandbox, make_env):
+    sb = ovs_sandbox
+    sb.add_port("vnet0", mac=MAC0, external_ids={"attached-mac": MAC0, "vm-id": UUID})
+    env = make_env(remote=sb.remote)
+    start = run("before_vm_start", domain_xml(iface_xml(MAC0)), env, vm_id=UUID)
+    live = start.data.replace("<virtualport type='openvswitch'/>",
+                              "<virtualport type='openvswitch'/>\n      <target dev='vnet0'/>")
+    res = run("after_vm_start", live, env, vm_id=UUID, argv_prefix=_ns_prefix(sb))
+    assert res.rcs == (0,), res.stderr
+    assert "ERROR" not in res.stderr, res.stderr
+    assert_ovs_has(sb, "vnet0", GOLD)
+    qos, queues = _ovs_rows(sb)
+    assert (len(qos), len(queues)) == (1, 1)
+    # an incoming migration applies the same state (idempotent: no new rows)
+    res = run("after_vm_migrate_destination", live, env, vm_id=UUID,
+              argv_prefix=_ns_prefix(sb))
+    assert res.rcs == (0,), res.stderr
+    assert_ovs_has(sb, "vnet0", GOLD)
+    assert tuple(map(len, _ovs_rows(sb))) == (1, 1)
+    res = run("after_vm_destroy", live, env, vm_id=UUID, argv_prefix=_ns_prefix(sb))
+    assert res.rcs == (0,), res.stderr
+    assert tuple(map(len, _ovs_rows(sb))) == (0, 0)
+    iface = sb.vsctl_json("Interface", "ingress_policing_rate", where=["name=vnet0"])[0]
+    assert iface["ingress_policing_rate"] == 0
+
+
+def test_nic_hotplug_update_unplug_on_ovs(ovs_sandbox, make_env):
+    sb = ovs_sandbox
+    env = make_env(remote=sb.remote)
+    plugged = run("before_nic_hotplug", iface_xml(MAC1), env, vm_id=UUID,
+                  params={"qos_profile": "silver"}).data
+    # libvirt attaches the tap; VDSM's after_nic_hotplug gets the pre-attach
+    # XML (no target dev): the port is found by external_ids:attached-mac
+    sb.add_port("vnet7", mac=MAC1, external_ids={"attached-mac": MAC1, "vm-id": UUID})
+    res = run("after_nic_hotplug", plugged, env, vm_id=UUID, argv_prefix=_ns_prefix(sb))
+    assert res.rcs == (0,), res.stderr
+    assert "ERROR" not in res.stderr, res.stderr
+    assert_ovs_has(sb, "vnet7", SILVER)
+    # the engine changes the vNIC's QoS while the VM runs: new limits now
+    new = iface_xml(MAC1, target="vnet7",
+                    bandwidth="<inbound average='1000' peak='2000' burst='256'/>"
+                              "<outbound average='500' burst='128'/>")
+    updated = run("before_update_device", new, env, vm_id=UUID).data
+    res = run("after_update_device", updated, env, vm_id=UUID, argv_prefix=_ns_prefix(sb))
+    assert res.rcs == (0,), res.stderr
+    assert_ovs_has(sb, "vnet7", GOLD)
+    assert tuple(map(len, _ovs_rows(sb))) == (1, 1)  # the old rows are gone
+    res = run("after_nic_hotunplug", updated, env, vm_id=UUID, argv_prefix=_ns_prefix(sb))
+    assert res.rcs == (0,), res.stderr
+    assert tuple(map(len, _ovs_rows(sb))) == (0, 0)
+
+
+@pytest.mark.parametrize("mode", ["stopped", "paused"])
+def test_ovsdb_down_is_bounded_and_follows_on_error(ovs_sandbox, make_env, mode):
+    """OVSDB gone, or accepting connections and never answering (SIGSTOP):
+    the hook ends within its bound (the runner would kill it and fail the
+    test) and exits by the failure policy."""
+    sb = ovs_sandbox
+    sb.add_port("vnet0", mac=MAC0, external_ids={"attached-mac": MAC0})
+    live = domain_xml(iface_xml(MAC0, target="vnet0", bandwidth="<inbound average='1000'/>"))
+    if mode == "stopped":
+        sb.stop_ovsdb()
+    else:
+        sb.pause_ovsdb()
+    try:
+        bound = 1 + 4 + 5  # ovsdb_timeout + hooks.HOOK_MARGIN + slack for a loaded machine
+        res = run("after_vm_start", live, make_env(remote=sb.remote, timeout=1), vm_id=UUID,
+                  argv_prefix=_ns_prefix(sb), timeout=bound)
+        assert res.rcs == (0,)
+        assert "on_error=continue" in res.stderr
+        env = make_env(remote=sb.remote, timeout=1, extra="on_error.after_vm_start = fail")
+        res = run("after_vm_start", live, env, vm_id=UUID, argv_prefix=_ns_prefix(sb),
+                  timeout=bound)
+        assert res.rcs == (1,)
+        assert "on_error=fail" in res.stderr
+    finally:
+        if mode == "paused":
+            sb.resume_ovsdb()
+
+
+def test_hooks_reach_the_helper_through_sudo(tmp_path, make_env):
+    """Not root in production: the hook runs ``sudo -n HELPER``.  Here (root,
+    no vdsm user) sudo still resets the environment, so the helper ignores
+    the caller's config and reports the default remote as unreachable; the
+    hook logs the helper's lines and carries on (after_* default)."""
+    if os.geteuid() != 0 or shutil.which("sudo") is None:
+        require("needs root and sudo (tests/install-deps.sh)")
+    wrapper = tmp_path / "qos-hooks-helper"
+    wrapper.write_text("#!%s\nimport sys\nsys.path.insert(0, %r)\n"
+                       "from qos_hooks.privhelper import main\nsys.exit(main())\n"
+                       % (sys.executable, REPO))
+    wrapper.chmod(0o755)
+    env = make_env()
+    env.update(QOS_HOOKS_SUDO="1", QOS_HOOKS_HELPER=str(wrapper))
+    live = domain_xml(iface_xml(MAC0, target="vnet0", bandwidth="<inbound average='1000'/>"))
+    res = run("after_vm_start", live, env, vm_id=UUID)
+    assert res.rcs == (0,)
+    assert "helper: qos-hooks" in res.stderr and "by=root" in res.stderr
+    assert "no-ovsdb.sock" not in res.stderr
+
+
+def test_hook_point_import_cost_stays_light():
+    """before_vm_start must not import ovs, pyroute2 or libvirt."""
+    code = ("import sys, qos_hooks.hooks as h; import qos_hooks.domxml, qos_hooks.rewrite; "
+            "print(sorted(m for m in ('ovs', 'pyroute2', 'libvirt') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         universal_newlines=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
