@@ -73,6 +73,9 @@ def _args_apply(p):
     _common_ovsdb(p)
     p.add_argument("--no-verify", action="store_true",
                    help="do not read back and compare after applying")
+    p.add_argument("--netns", metavar="NAME",
+                   help="network namespace holding the port devices, for the kernel read-back "
+                        "(default: this process's; tests run OVS in a namespace)")
     p.add_argument("domain_xml", metavar="DOMAIN_XML",
                    help="live domain XML (with <target dev='vnetN'/>) or one <interface>; "
                         "interfaces without a target dev are found by MAC; - for stdin")
@@ -81,6 +84,12 @@ def _args_apply(p):
 def _args_clear(p):
     _common_config(p)
     _common_ovsdb(p)
+    p.add_argument("--libvirt-leftovers", action="store_true",
+                   help="also remove QoS/Queue rows libvirt tagged with this domain's uuid "
+                        "(external_ids:vm-id) that no Port uses (libvirt < 10.3 leaks them)")
+    p.add_argument("--interface-only", action="store_true",
+                   help="clear only the interfaces in DOMAIN_XML (by MAC / target dev), "
+                        "not everything owned for the domain's uuid (hot-unplug)")
     p.add_argument("domain_xml", metavar="DOMAIN_XML",
                    help="domain XML (or one <interface>) whose OVS QoS to remove; - for stdin")
 
@@ -98,6 +107,9 @@ def _args_status(p):
     _common_config(p)
     _common_ovsdb(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--netns", metavar="NAME",
+                   help="network namespace holding the port devices, for the kernel read-back "
+                        "(default: this process's; tests run OVS in a namespace)")
     p.add_argument("domain_xml", metavar="DOMAIN_XML", nargs="?",
                    help="compare against this domain's desired QoS (default: every port "
                         "that carries qos-hooks rows)")

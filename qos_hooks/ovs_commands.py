@@ -1,0 +1,131 @@
+"""``qos-hooks apply | clear | gc | status``: the Open vSwitch commands.
+
+Each ``*_main`` takes the argparse namespace from qos_hooks.cli and returns an
+exit code; errors are QosHooksError subclasses that the CLI maps to their
+documented codes (5 OVSDB unavailable or timed out, 6 apply/verify failed or a
+port carries QoS qos-hooks may not replace, 7 drift).
+
+``apply`` runs the same rewrite as ``dry-run`` (profiles fill the XML's
+``<bandwidth>``), then executes the OVS plan ``dry-run`` prints for the same
+XML and OVSDB contents.
+"""
+
+import json
+import sys
+
+from . import policy
+from .errors import EXIT_DRIFT, EXIT_OK
+
+
+def _common(args):
+    config = policy.load_config(args.config)
+    remote = getattr(args, "ovsdb", None) or config.settings.ovsdb
+    timeout = getattr(args, "timeout", None) or config.settings.ovsdb_timeout
+    return config, remote, timeout
+
+
+def _domain(args, config):
+    from .desired import domain_qos
+    from .domxml import DomainDoc
+    from .dryrun import read_input
+    from .rewrite import rewrite
+    data, source = read_input(args.domain_xml)
+    doc = DomainDoc(data, source, allow_interface=True)
+    rewrite(doc, config, policy.Selection(cli_profile=getattr(args, "profile", None)))
+    return domain_qos(doc)
+
+
+def _print_report(report, out):
+    out.write(report.plan.render_text())
+    for o in report.outcomes:
+        out.write("interface %s: %s%s%s\n" % (
+            "/".join(x for x in (o.mac, o.target_dev) if x) or "?", o.action,
+            " (port %s)" % o.port if o.port else "", ": " + o.detail if o.detail else ""))
+    for d in report.differences:
+        out.write("%s: %s\n" % ("DIFFERENCE" if d.fatal else "not enforced", d))
+
+
+def apply_main(args):
+    from . import ovs_backend
+    config, remote, timeout = _common(args)
+    dq = _domain(args, config)
+    report = ovs_backend.apply_domain(dq, remote=remote, timeout=timeout,
+                                      verify=not args.no_verify,
+                                      netns=getattr(args, "netns", None))
+    _print_report(report, sys.stdout)
+    return EXIT_OK
+
+
+def clear_main(args):
+    from . import ovs_backend
+    config, remote, timeout = _common(args)
+    dq = _domain(args, config)
+    if not getattr(args, "interface_only", False):
+        # the whole domain: everything owned for its uuid (and its MACs)
+        if dq.uuid:
+            dq = type(dq)(dq.uuid, dq.name, ())
+    report = ovs_backend.clear_domain(dq, remote=remote, timeout=timeout,
+                                      libvirt_leftovers=getattr(args, "libvirt_leftovers", False))
+    _print_report(report, sys.stdout)
+    return EXIT_OK
+
+
+def gc_main(args):
+    from . import ovs_backend
+    _, remote, timeout = _common(args)
+    report = ovs_backend.gc(remote=remote, timeout=timeout, dry_run=args.dry_run,
+                            libvirt_leftovers=args.libvirt_leftovers)
+    sys.stdout.write(report.plan.render_text())
+    if args.dry_run:
+        sys.stdout.write("dry run: nothing was changed\n")
+    return EXIT_OK
+
+
+def status_main(args):
+    from . import ovs_backend
+    config, remote, timeout = _common(args)
+    dq = _domain(args, config) if args.domain_xml else None
+    st = ovs_backend.status(dq, remote=remote, timeout=timeout, netns=getattr(args, "netns", None))
+    if args.json:
+        sys.stdout.write(json.dumps(st.to_dict(), indent=2, default=list) + "\n")
+    else:
+        sys.stdout.write(render_status(st))
+    return EXIT_DRIFT if st.drift else EXIT_OK
+
+
+def _fmt_rate(bps):
+    from .units import format_bps
+    return "-" if not bps else format_bps(bps)
+
+
+def render_status(st):
+    lines = []
+    if not st.ports and not st.problems:
+        lines.append("no port carries qos-hooks QoS (OVSDB %s)" % st.remote)
+    for p in st.ports:
+        lines.append("%s %s  mac %s  domain %s" % ("DRIFT" if p.drift else "ok   ", p.port,
+                                                  p.mac or "-", p.domain_uuid or "-"))
+        d, o, k = p.desired, p.ovsdb, p.kernel
+        lines.append("  VM inbound   desired: max-rate %s, queue0 %s..%s burst %s bit" % (
+            _fmt_rate(d["qos.max-rate"]), _fmt_rate(d["queue0.min-rate"]),
+            _fmt_rate(d["queue0.max-rate"]), d["queue0.burst"] if d["queue0.burst"] else "-"))
+        lines.append("               ovsdb:   QoS %s (%s, %s) max-rate %s, queue0 %s..%s burst %s" % (
+            o["qos"] or "-", o["qos.owner"] or "-", o["qos.type"] or "-", _fmt_rate(o["qos.max-rate"]),
+            _fmt_rate(o["queue0.min-rate"]), _fmt_rate(o["queue0.max-rate"]),
+            o["queue0.burst"] if o["queue0.burst"] else "-"))
+        cls = k.get("htb_classes") or {}
+        lines.append("               kernel:  root %s %s; %s" % (
+            k.get("root_qdisc") or "-", k.get("root_handle") or "",
+            ", ".join("%s rate %s ceil %s burst %dB" % (h, _fmt_rate(c["rate"] * 8),
+                                                        _fmt_rate(c["ceil"] * 8), c["burst"])
+                      for h, c in sorted(cls.items())) or "no htb classes"))
+        lines.append("  VM outbound  desired: policing %s kbit/s burst %s kbit; ovsdb: %s / %s; "
+                     "kernel: ingress qdisc %s, %d filter(s)" % (
+                         d["ingress_policing_rate"], d["ingress_policing_burst"],
+                         o["ingress_policing_rate"], o["ingress_policing_burst"],
+                         "yes" if k.get("ingress_qdisc") else "no", k.get("ingress_filters", 0)))
+        for diff in p.differences:
+            lines.append("  %s %s" % ("DRIFT:" if diff.fatal else "not enforced:", diff))
+    for pr in st.problems:
+        lines.append("problem: %s" % pr)
+    return "\n".join(lines) + "\n"
