@@ -1,0 +1,205 @@
+"""Pure tests of the OVS mapping and planner (no OVS needed)."""
+
+import shlex
+
+import pytest
+
+from qos_hooks import ovs_plan as P
+from qos_hooks.desired import DomainQos, InterfaceQos
+from qos_hooks.errors import InputError
+from qos_hooks.policy import Bandwidth, Rate
+
+U = "11111111-2222-3333-4444-555555555555"
+OTHER = "99999999-2222-3333-4444-555555555555"
+MAC = "52:54:00:00:00:01"
+
+
+def bw(inb=None, out=None):
+    return Bandwidth(inbound=Rate(**inb) if inb else None, outbound=Rate(**out) if out else None)
+
+
+def snap(ports=(), qos=(), queues=()):
+    s = P.Snapshot()
+    for name, iface_ids, qos_uuid, rate in ports:
+        iu = "if-" + name
+        s.interfaces[iu] = P.InterfaceRow(iu, name, "", rate, 0, dict(iface_ids))
+        s.ports[name] = P.PortRow("p-" + name, name, qos_uuid, (iu,), {})
+    for q in qos:
+        s.qos[q.uuid] = q
+    for q in queues:
+        s.queues[q.uuid] = q
+    return s
+
+
+def test_mapping_units_and_directions():
+    s, warns = P.map_bandwidth(bw(inb=dict(average=1000, peak=2000, burst=256),
+                                  out=dict(average=500, peak=900, burst=128)))
+    # VM outbound -> Interface policing, kbit/s and kbit
+    assert (s.policing_rate, s.policing_burst) == (4000, 1024)
+    # VM inbound -> QoS max-rate = peak, queue min = max = average, burst in bits
+    assert s.qos_max_rate == 16000000
+    assert (s.queue_min_rate, s.queue_max_rate) == (8000000, 8000000)
+    assert s.queue_burst == 256 * 8192
+    assert any("outbound peak" in w for w in warns)
+    assert any("cannot cap the burst" in w for w in warns)
+
+
+def test_mapping_without_peak_uses_average_as_max_rate():
+    s, warns = P.map_bandwidth(bw(inb=dict(average=1000)))
+    assert s.qos_max_rate == s.queue_max_rate == 8000000
+    assert s.queue_burst is None and not warns
+    assert not s.has_outbound
+
+
+def test_floor_warns_never_silent():
+    s, warns = P.map_bandwidth(bw(inb=dict(average=1000, floor=500)))
+    assert any("floor" in w and "no Open vSwitch equivalent" in w for w in warns)
+
+
+def test_out_of_range_is_an_input_error():
+    with pytest.raises(InputError):
+        P.map_bandwidth(bw(inb=dict(average=2 ** 40)))
+
+
+def test_owner_of():
+    assert P.owner_of({P.OWNER_KEY: U}) == P.OWNER_QOS_HOOKS
+    assert P.owner_of({"vm-id": U, "ifname": "vnet0"}) == P.OWNER_LIBVIRT
+    assert P.owner_of({"id": "x", "_type": "min_bw"}) == P.OWNER_NEUTRON
+    assert P.owner_of({}) == P.OWNER_UNKNOWN
+
+
+def dq(*ifaces, uuid=U):
+    return DomainQos(uuid, "vm", tuple(ifaces))
+
+
+def test_plan_creates_then_is_idempotent():
+    i = InterfaceQos(MAC, "vnet0", bw(inb=dict(average=1000, burst=64), out=dict(average=100)))
+    s = snap(ports=[("vnet0", {"attached-mac": MAC}, None, 0)])
+    plan, outcomes = P.plan_apply(s, dq(i))
+    kinds = [op.kind for op in plan.ops]
+    assert kinds == ["SetInboundQos", "SetPolicing"]
+    assert outcomes[0].action == "applied"
+    # the state after apply, as OVSDB would hold it
+    op = plan.ops[0]
+    tags = dict(op.tags())
+    q = P.QosRow("qos1", "linux-htb", op.settings.qos_other_config(), {0: "queue1"}, tags)
+    qu = P.QueueRow("queue1", op.settings.queue_other_config(), tags)
+    ids = dict({"attached-mac": MAC}, **dict(plan.ops[1].tags()))
+    s2 = snap(ports=[("vnet0", ids, "qos1", 800)], qos=[q], queues=[qu])
+    s2.interfaces["if-vnet0"] = P.InterfaceRow("if-vnet0", "vnet0", "", 800, 0, ids)
+    plan2, outcomes2 = P.plan_apply(s2, dq(i))
+    assert plan2.ops == () and outcomes2[0].action == "unchanged"
+    settings, _ = P.map_bandwidth(i.bandwidth)
+    assert P.ovsdb_differences(s2, s2.ports["vnet0"], settings) == []
+
+
+def test_plan_updates_own_rows_in_place():
+    i = InterfaceQos(MAC, "vnet0", bw(inb=dict(average=2000)))
+    tags = dict(P._tags(U, MAC, "vnet0"))
+    q = P.QosRow("qos1", "linux-htb", {"max-rate": "8000000"}, {0: "queue1"}, tags)
+    qu = P.QueueRow("queue1", {"min-rate": "8000000", "max-rate": "8000000"}, tags)
+    s = snap(ports=[("vnet0", {}, "qos1", 0)], qos=[q], queues=[qu])
+    plan, _ = P.plan_apply(s, dq(i))
+    (op,) = plan.ops
+    assert op.existing_qos == "qos1" and op.existing_queue == "queue1"
+    assert op.qos_max_rate == 16000000
+
+
+def test_libvirt_qos_of_same_domain_is_replaced_and_destroyed():
+    i = InterfaceQos(MAC, "vnet0", bw(inb=dict(average=1000, peak=2000)))
+    lv = {"vm-id": U, "ifname": "vnet0"}
+    q = P.QosRow("lq", "linux-htb", {"max-rate": "16000000"}, {0: "lqu"}, lv)
+    qu = P.QueueRow("lqu", {"min-rate": "8000000", "max-rate": "16000000"}, lv)
+    s = snap(ports=[("vnet0", {"vm-id": U}, "lq", 0)], qos=[q], queues=[qu])
+    plan, outcomes = P.plan_apply(s, dq(i))
+    (op,) = plan.ops
+    assert op.supersedes == ("lq",) and op.superseded_queues == ("lqu",)
+    assert "destroy QoS lq" in op.commands()[0]
+    # mode off: refused, nothing touched
+    plan, outcomes = P.plan_apply(s, dq(i), replace_libvirt=False)
+    assert plan.ops == () and outcomes[0].action == "refused"
+
+
+@pytest.mark.parametrize("ids", [{"id": "n1", "_type": "qos"}, {}, {"vm-id": OTHER}])
+def test_foreign_qos_is_never_touched(ids):
+    i = InterfaceQos(MAC, "vnet0", bw(inb=dict(average=1000)))
+    q = P.QosRow("fq", "linux-htb", {"max-rate": "1"}, {}, ids)
+    s = snap(ports=[("vnet0", {}, "fq", 0)], qos=[q])
+    plan, outcomes = P.plan_apply(s, dq(i))
+    assert plan.ops == ()
+    assert outcomes[0].action == "refused" and "fq" in outcomes[0].detail
+
+
+def test_foreign_policing_is_never_touched():
+    i = InterfaceQos(MAC, "vnet0", bw(out=dict(average=100)))
+    s = snap(ports=[("vnet0", {"iface-id": "neutron-port"}, None, 5000)])
+    plan, outcomes = P.plan_apply(s, dq(i))
+    assert plan.ops == () and outcomes[0].action == "refused"
+
+
+def test_lookup_by_mac_and_ambiguity():
+    i = InterfaceQos(MAC, None, bw(inb=dict(average=1000)))
+    s = snap(ports=[("vnet7", {"attached-mac": MAC}, None, 0)])
+    plan, outcomes = P.plan_apply(s, dq(i))
+    assert plan.ops[0].port == "vnet7" and outcomes[0].port == "vnet7"
+    s = snap(ports=[("vnet7", {"attached-mac": MAC}, None, 0),
+                    ("vnet8", {"attached-mac": MAC}, None, 0)])
+    plan, outcomes = P.plan_apply(s, dq(i))
+    assert plan.ops == () and outcomes[0].action == "ambiguous"
+
+
+def test_plan_without_ovsdb_notes_it_and_renders_shell():
+    i = InterfaceQos(MAC, None, bw(inb=dict(average=1000, burst=10)))
+    plan, _ = P.plan_apply(None, dq(i))
+    assert any("OVSDB was not read" in n for n in plan.notes)
+    cmd = plan.ops[0].commands()[0]
+    assert "find Interface external_ids:attached-mac=" in cmd
+    assert cmd.startswith("ovs-vsctl --db=unix:/run/openvswitch/db.sock")
+
+
+def test_commands_are_shell_parseable():
+    i = InterfaceQos(MAC, "vnet0", bw(inb=dict(average=1000, burst=10), out=dict(average=5)))
+    plan, _ = P.plan_apply(snap(ports=[("vnet0", {}, None, 0)]), dq(i), remote="unix:/x y/db.sock")
+    for op in plan.ops:
+        argv = shlex.split(op.commands()[0])
+        assert argv[:2] == ["ovs-vsctl", "--db=unix:/x y/db.sock"]
+
+
+def test_clear_by_uuid_by_mac_and_libvirt_leftovers():
+    mine = dict(P._tags(U, MAC, "vnet0"))
+    other = dict(P._tags(OTHER, "52:54:00:00:00:02", "vnet1"))
+    lv_mine = {"vm-id": U, "ifname": "vnet0"}
+    lv_other = {"vm-id": OTHER, "ifname": "vnet1"}
+    s = snap(ports=[("vnet0", mine, "q1", 100), ("vnet1", other, "q2", 0)],
+             qos=[P.QosRow("q1", "linux-htb", {}, {0: "u1"}, mine),
+                  P.QosRow("q2", "linux-htb", {}, {0: "u2"}, other),
+                  P.QosRow("l1", "linux-htb", {}, {0: "lu1"}, lv_mine),
+                  P.QosRow("l2", "linux-htb", {}, {0: "lu2"}, lv_other)],
+             queues=[P.QueueRow("u1", {}, mine), P.QueueRow("u2", {}, other),
+                     P.QueueRow("lu1", {}, lv_mine), P.QueueRow("lu2", {}, lv_other)])
+    plan, _ = P.plan_clear(s, dq())
+    destroyed = {op.qos_uuid for op in plan.ops if isinstance(op, P.DestroyQos)}
+    assert destroyed == {"q1"}
+    plan, _ = P.plan_clear(s, dq(), libvirt_leftovers=True)
+    destroyed = {op.qos_uuid for op in plan.ops if isinstance(op, P.DestroyQos)}
+    assert destroyed == {"q1", "l1"}
+    # hot-unplug: only that MAC, even without a domain uuid
+    plan, _ = P.plan_clear(s, dq(InterfaceQos("52:54:00:00:00:02", None, Bandwidth()), uuid=None))
+    assert {op.qos_uuid for op in plan.ops if isinstance(op, P.DestroyQos)} == {"q2"}
+
+
+def test_gc_only_orphans():
+    mine = dict(P._tags(U, MAC, "gone0"))
+    s = snap(ports=[("vnet0", {}, "q1", 0)],
+             qos=[P.QosRow("q1", "linux-htb", {}, {}, dict(P._tags(U, MAC, "vnet0"))),
+                  P.QosRow("q2", "linux-htb", {}, {0: "u2"}, mine),
+                  P.QosRow("l1", "linux-htb", {}, {}, {"vm-id": OTHER}),
+                  P.QosRow("n1", "linux-htb", {}, {}, {"id": "x", "_type": "y"}),
+                  P.QosRow("x1", "linux-htb", {}, {}, {})],
+             queues=[P.QueueRow("u2", {}, mine), P.QueueRow("u3", {}, mine)])
+    plan = P.plan_gc(s)
+    assert [(op.kind, getattr(op, "qos_uuid", getattr(op, "queue_uuid", None))) for op in plan.ops] \
+        == [("DestroyQos", "q2"), ("DestroyQueue", "u3")]
+    plan = P.plan_gc(s, libvirt_leftovers=True)
+    assert "l1" in {getattr(op, "qos_uuid", None) for op in plan.ops}
+    assert not {"n1", "x1"} & {getattr(op, "qos_uuid", None) for op in plan.ops}
