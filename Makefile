@@ -28,3 +28,19 @@ test:
 	$(PYTHON) -m pytest -q
 
 check: deps lint test
+
+# Packaging (issue 6): `make rpm` builds qos-hooks, python3-qos-hooks,
+# vdsm-hook-qos, qos-hooks-libvirt and the SRPM from a fresh sdist into dist/
+# (rpm/qos-hooks.spec; Debian's `rpm` package provides rpmbuild), then runs
+# rpmlint with rpm/rpmlint.toml.  `make man` writes build/man/qos-hooks.1
+# from the CLI's own argparse help (the RPM generates it the same way).
+.PHONY: rpm man
+
+rpm:
+	bash tools/build-rpm.sh --outdir dist --workdir build/rpm
+	@if command -v rpmlint >/dev/null; then rpmlint -c rpm/rpmlint.toml dist/*.rpm rpm/qos-hooks.spec; \
+	else echo "rpmlint not installed: skipped (apt-get install rpmlint)"; fi
+
+man:
+	$(PYTHON) tools/gen-manpage.py --output build/man/qos-hooks.1
+	@echo "build/man/qos-hooks.1 (view: man -l build/man/qos-hooks.1)"

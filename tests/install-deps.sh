@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libvirt-daemon libvirt-daemon-system libvirt-clients qemu-system-x86  # real libvirtd + TCG guest
   libvirt-dev pkg-config                  # to build libvirt-python from PyPI
   rpm rpmlint cpio                        # rpmbuild, rpm -qlp, rpm2cpio
+  python3-lxml                            # /usr/bin/python3 runs the unpacked RPM hooks (test_rpm)
   make
 )
 TOOLS=(ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
@@ -18,6 +19,7 @@ TOOLS=(ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
 missing=()
 for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 if [ ! -e /usr/include/libvirt/libvirt.h ]; then missing+=(libvirt-dev); fi
+if ! /usr/bin/python3 -c 'import lxml.etree' >/dev/null 2>&1; then missing+=(python3-lxml); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: missing ${missing[*]}; installing Debian packages" >&2
   if [ "$(id -u)" != 0 ]; then
