@@ -12,7 +12,6 @@ When nothing changes, ``serialize`` returns the input bytes unchanged, which
 makes the rewrite idempotent byte for byte.
 """
 
-import copy
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -354,7 +353,8 @@ class DomainDoc:
                 continue
             if old_bw.direction(direction) == rate:
                 # unchanged direction: keep the element as written (attribute order)
-                kept = copy.deepcopy(old.find(direction))
+                from copy import deepcopy
+                kept = deepcopy(old.find(direction))
                 kept.tail = None
                 new.append(kept)
                 continue

@@ -5,42 +5,121 @@ Every line starts with ``qos-hooks`` and carries ``key=value`` context
 or ``grep 'qos-hooks.*ERROR' /var/log/vdsm/vdsm.log`` finds it.  VDSM logs a
 hook's stderr; libvirt logs a qemu hook's stderr to the domain log; the CLI
 writes to stderr.
+
+Start-up cost matters here: ``before_vm_start`` runs in every VM start and
+importing :mod:`logging` (with traceback, linecache, tokenize, textwrap) costs
+about as much as the rest of the hook's imports together
+(bench/bench_before_vm_start.py).  So when nothing in the process has
+imported :mod:`logging` yet, :func:`setup` returns a small logger that writes
+the very same lines itself; the first :func:`get` (a module that wants a
+standard ``logging.Logger``) configures :mod:`logging` with the same context,
+level and stream, so both kinds of logger write identical lines.
 """
 
-import logging
 import os
 import sys
 
 LOGGER_NAME = "qos_hooks"
 LOG_LEVEL_ENV = "QOS_HOOKS_LOG_LEVEL"
+FORMAT = "qos-hooks[%(process)d] %(levelname)s %(qos_context)s%(message)s"
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+# what the last setup() asked for: (context prefix, level number, stream)
+_state = {"ctx": "", "level": 20, "stream": None, "real": False}
 
 
-class _ContextFilter(logging.Filter):
-    def __init__(self, context):
-        super().__init__()
-        self.context = context
-
-    def filter(self, record):
-        record.qos_context = self.context
-        return True
+def _level_number(level):
+    level = level or os.environ.get(LOG_LEVEL_ENV) or "INFO"
+    return _LEVELS.get(str(level).upper(), 20)
 
 
-def setup(context=None, level=None, stream=None):
-    """Configure the project logger once for this process; return it."""
+def _context_prefix(context):
+    ctx = " ".join("%s=%s" % (k, v) for k, v in (context or {}).items() if v)
+    return ctx + ": " if ctx else ""
+
+
+class LeanLogger:
+    """The part of ``logging.Logger`` the project uses, without :mod:`logging`."""
+
+    def __init__(self, ctx, level, stream):
+        self.ctx, self.level, self._stream = ctx, level, stream
+
+    def _emit(self, levelname, levelno, msg, args, exc_text=None):
+        if levelno < self.level:
+            return
+        if args:
+            msg = msg % args
+        line = "qos-hooks[%d] %s %s%s\n" % (os.getpid(), levelname, self.ctx, msg)
+        if exc_text:
+            line += exc_text if exc_text.endswith("\n") else exc_text + "\n"
+        stream = self._stream or sys.stderr
+        try:
+            stream.write(line)
+            stream.flush()
+        except (OSError, ValueError):  # closed stderr: nowhere to log to
+            pass
+
+    def debug(self, msg, *args, **_kw):
+        self._emit("DEBUG", 10, msg, args)
+
+    def info(self, msg, *args, **_kw):
+        self._emit("INFO", 20, msg, args)
+
+    def warning(self, msg, *args, **_kw):
+        self._emit("WARNING", 30, msg, args)
+
+    def error(self, msg, *args, **_kw):
+        self._emit("ERROR", 40, msg, args)
+
+    def critical(self, msg, *args, **_kw):
+        self._emit("CRITICAL", 50, msg, args)
+
+    def exception(self, msg, *args, **_kw):
+        import traceback  # only on the error path
+        self._emit("ERROR", 40, msg, args, traceback.format_exc())
+
+    def isEnabledFor(self, levelno):  # noqa: N802 (logging's name)
+        return levelno >= self.level
+
+
+def _setup_real():
+    """Configure the standard ``qos_hooks`` logger from the last setup()."""
+    import logging
+
+    class _ContextFilter(logging.Filter):
+        def filter(self, record):
+            record.qos_context = _state["ctx"]
+            return True
+
     logger = logging.getLogger(LOGGER_NAME)
     for h in list(logger.handlers):
         logger.removeHandler(h)
-    ctx = " ".join("%s=%s" % (k, v) for k, v in (context or {}).items() if v)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "qos-hooks[%(process)d] %(levelname)s %(qos_context)s%(message)s"))
-    handler.addFilter(_ContextFilter(ctx + ": " if ctx else ""))
+    handler = logging.StreamHandler(_state["stream"] or sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(_ContextFilter())
     logger.addHandler(handler)
-    level = level or os.environ.get(LOG_LEVEL_ENV) or "INFO"
-    logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    logger.setLevel(_state["level"])
     logger.propagate = False
+    _state["real"] = True
     return logger
 
 
+def setup(context=None, level=None, stream=None):
+    """Configure the project's logging for this process; return its logger.
+
+    The result has ``debug``, ``info``, ``warning``, ``error``, ``exception``
+    (and is a real ``logging.Logger`` when :mod:`logging` is already loaded).
+    """
+    _state.update(ctx=_context_prefix(context), level=_level_number(level), stream=stream)
+    if "logging" in sys.modules or _state["real"]:
+        return _setup_real()
+    return LeanLogger(_state["ctx"], _state["level"], stream)
+
+
 def get(name=None):
+    """A standard ``logging.Logger`` below ``qos_hooks`` (configured like setup())."""
+    import logging
+    if not _state["real"]:
+        _setup_real()
     return logging.getLogger(LOGGER_NAME + ("." + name if name else ""))

@@ -14,8 +14,6 @@ Dry-run prints the plan that apply would execute; there are no
 ``if dry_run`` branches anywhere else.
 """
 
-import json
-import shlex
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Tuple
 
@@ -28,9 +26,18 @@ BACKEND_TC = "tc"
 BACKEND_LIBVIRT = "libvirt"
 
 
+_SAFE_ARG = None
+
+
 def sh(*argv):
-    """Render argv as one shell-safe command line."""
-    return " ".join(shlex.quote(str(a)) for a in argv)
+    """Render argv as one shell-safe command line (shlex.quote rules)."""
+    global _SAFE_ARG
+    if _SAFE_ARG is None:
+        # shlex is imported only when a plan is rendered: the hook path
+        # never renders commands (bench/bench_before_vm_start.py)
+        import shlex
+        _SAFE_ARG = shlex.quote
+    return " ".join(_SAFE_ARG(str(a)) for a in argv)
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,7 @@ class Plan:
                 "warnings": list(self.warnings), "notes": list(self.notes)}
 
     def to_json(self):
+        import json  # only dry-run --output json needs it
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def render_text(self):

@@ -1,6 +1,7 @@
 """Policy: named QoS profiles from an INI file, validated against libvirt's limits.
 
-File format (``configparser``, Python 3.9 stdlib; ``#`` and ``;`` comments)::
+File format (INI, configparser's dialect with ``=`` only; ``#`` and ``;``
+comments, also after whitespace at the end of a line; see read_ini)::
 
     [settings]
     default_profile = silver          ; used when nothing else names one
@@ -47,7 +48,6 @@ Validation limits, and where they come from (docs/policy.md has the full table):
 * ``vcpuLimit``: percent 1..100 (oVirt engine's CPU QoS).
 """
 
-import configparser
 import fnmatch
 import os
 import re
@@ -390,28 +390,68 @@ def cpu_quota_for_limit(limit, period, host_cpus, vcpus):
 
 # -- parsing ------------------------------------------------------------------
 
-_SECTION_RE = re.compile(r"^\s*\[(?P<name>[^\]]+)\]")
-_KEY_RE = re.compile(r"^(?P<key>[^\s=#;\[][^=]*?)\s*=")
+_SECTION_RE = re.compile(r"^\[(?P<name>[^\]]*)\]$")
+_INLINE_COMMENT_RE = re.compile(r"\s[#;].*$")
 _PROFILE_RE = re.compile(r"^profile\s+(?P<name>[A-Za-z0-9_.-]+)"
                          r"(?:\s+disk\s+(?P<sel>bus|target)\s*=\s*(?P<val>\S+))?\s*$")
 
 
-def _line_index(text):
-    """Map (section, key) -> line number; configparser keeps no line numbers."""
-    idx = {}
-    section = None
-    for n, line in enumerate(text.splitlines(), 1):
-        m = _SECTION_RE.match(line)
-        if m:
-            section = m.group("name").strip()
-            idx[(section, None)] = n
+def read_ini(text, path="<string>"):
+    """Parse the INI dialect of the policy file.
+
+    Returns ``(sections, lines)``: ``sections`` is a list of
+    ``(name, [(key, value), ...])`` in file order, keys stripped and
+    lower-cased, values stripped; ``lines`` maps ``(section, key)`` (and
+    ``(section, None)`` for the header) to its line number.
+
+    The dialect is configparser's with ``=`` as the only delimiter: ``#`` and
+    ``;`` start a comment at the beginning of a line, or after whitespace
+    inside a value.  Unlike configparser it keeps line numbers, refuses
+    indented continuation lines (no value spans lines), and costs no import
+    (the before_vm_start hook reads this file in every VM start).
+    """
+    sections = []
+    lines = {}
+    current = None
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
             continue
-        if line[:1].isspace():
-            continue  # continuation line
-        m = _KEY_RE.match(line)
-        if m and section is not None:
-            idx.setdefault((section, m.group("key").strip().lower()), n)
-    return idx
+        if line[0] == "[":
+            m = _SECTION_RE.match(_INLINE_COMMENT_RE.sub("", line).strip())
+            if not m or not m.group("name").strip():
+                raise ConfigError("cannot parse section header %r" % line, path=path, line=n,
+                                  allowed="[settings] or [profile NAME]")
+            name = " ".join(m.group("name").split())
+            if (name, None) in lines:
+                raise ConfigError("section [%s] appears twice (first on line %d)"
+                                  % (name, lines[(name, None)]), path=path, line=n,
+                                  allowed="each section once")
+            lines[(name, None)] = n
+            current = (name, [])
+            sections.append(current)
+            continue
+        if raw[:1].isspace():
+            raise ConfigError("indented line %r: a value must fit on its key's line" % line,
+                              path=path, line=n, allowed="key = value, starting in column 1")
+        if "=" not in line:
+            raise ConfigError("cannot parse line %r" % line, path=path, line=n,
+                              allowed="key = value")
+        if current is None:
+            raise ConfigError("key before the first [section]", path=path, line=n,
+                              allowed="[settings] or [profile NAME] first")
+        key, value = line.split("=", 1)
+        key = key.strip().lower()
+        value = _INLINE_COMMENT_RE.sub("", value).strip()
+        if not key:
+            raise ConfigError("no key before '='", path=path, line=n, allowed="key = value")
+        if (current[0], key) in lines:
+            raise ConfigError("key appears twice in one section (first on line %d)"
+                              % lines[(current[0], key)], path=path, line=n, key=key,
+                              allowed="each key once per section")
+        lines[(current[0], key)] = n
+        current[1].append((key, value))
+    return sections, lines
 
 
 class _Located:
@@ -577,37 +617,14 @@ def host_key_parsers():
 
 def parse_config(text, path="<string>"):
     """Parse and validate a whole config file; raise ConfigError on any problem."""
-    loc = _Located(path, _line_index(text))
-    cp = configparser.ConfigParser(
-        # inline comments need whitespace before them: "100Mbit ; note"
-        delimiters=("=",), comment_prefixes=("#", ";"), inline_comment_prefixes=("#", ";"),
-        interpolation=None, strict=True, empty_lines_in_values=False,
-        default_section="\x00no-default-section")
-    cp.optionxform = lambda s: s.strip().lower()
-    try:
-        cp.read_string(text, source=path)
-    except configparser.DuplicateOptionError as e:
-        raise ConfigError("key appears twice in one section", path=path, line=e.lineno,
-                          key=e.option, allowed="each key once per section")
-    except configparser.DuplicateSectionError as e:
-        raise ConfigError("section [%s] appears twice" % e.section, path=path, line=e.lineno)
-    except configparser.MissingSectionHeaderError as e:
-        raise ConfigError("text before the first [section]", path=path, line=e.lineno,
-                          allowed="[settings] or [profile NAME]")
-    except configparser.ParsingError as e:
-        lineno = e.errors[0][0] if e.errors else None
-        raise ConfigError("cannot parse line %r" % (e.errors[0][1] if e.errors else ""),
-                          path=path, line=lineno, allowed="key = value")
-    except configparser.Error as e:
-        raise ConfigError(str(e), path=path)
-
+    sections, lines = read_ini(text, path)
+    loc = _Located(path, lines)
     profiles = {}
     profile_sections = {}
     rules = []
     settings = Settings()
     host_keys = None
-    for section in cp.sections():
-        items = [(k, v) for k, v in cp.items(section)]
+    for section, items in sections:
         if section == "settings":
             settings = _parse_settings(loc, section, items)
             continue
