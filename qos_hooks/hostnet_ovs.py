@@ -38,7 +38,6 @@ and the link-share weight itself, which becomes an absolute ``min-rate``
 computed from the link speed at apply time.
 """
 
-import errno
 import os
 import shutil
 import subprocess
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from . import log as _log
-from . import units
+from . import ovsdb, units
 from .errors import (ApplyError, BackendTimeout, BackendUnavailable, OwnershipError)
 
 OWNER_KEY = "qos-hooks-hostnet"              # Queue rows: network name
@@ -184,91 +183,28 @@ def flow_bundle(flows):
 
 # -- OVSDB access with a deadline ---------------------------------------------------
 
-class _Deadline:
-    def __init__(self, timeout):
-        self.timeout = timeout
-        self.end = time.monotonic() + timeout
+class _Deadline(ovsdb.Deadline):
+    """qos_hooks.ovsdb's time budget, plus a check that raises BackendTimeout."""
 
     def left_ms(self):
-        return max(0, int((self.end - time.monotonic()) * 1000))
-
-    def expired(self):
-        return time.monotonic() >= self.end
+        return self.ms()
 
     def check(self, what):
         if self.expired():
             raise BackendTimeout("OVSDB: %s did not finish within %gs" % (what, self.timeout))
 
 
-def _imports():
-    try:
-        import ovs.db.idl  # noqa: F401
-        import ovs.jsonrpc  # noqa: F401
-        import ovs.poller  # noqa: F401
-        import ovs.stream  # noqa: F401
-    except ImportError as e:
-        raise BackendUnavailable("the 'ovs' Python package is missing (pip install ovs, "
-                                 "EL: python3-openvswitch): %s" % e)
-    import ovs
-    return ovs
-
-
-def _get_schema(ovs, remote, dl):
-    err, stream = ovs.stream.Stream.open(remote)
-    if err:
-        raise BackendUnavailable("OVSDB %s: %s" % (remote, os.strerror(err)))
-    try:
-        while True:
-            err = stream.connect()
-            if err == 0:
-                break
-            if err != errno.EAGAIN:
-                raise BackendUnavailable("OVSDB %s: %s" % (remote, os.strerror(err)))
-            dl.check("connecting to %s" % remote)
-            p = ovs.poller.Poller()
-            stream.run_wait(p)
-            stream.connect_wait(p)
-            p.timer_wait(min(dl.left_ms(), 100))
-            p.block()
-        rpc = ovs.jsonrpc.Connection(stream)
-        stream = None
-        try:
-            req = ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"])
-            err = rpc.send(req)
-            if err:
-                raise BackendUnavailable("OVSDB %s: %s" % (remote, os.strerror(err)))
-            while True:
-                err, msg = rpc.recv()
-                if msg is not None:
-                    if msg.type == ovs.jsonrpc.Message.T_REPLY and msg.id == req.id:
-                        return msg.result
-                    if msg.type == ovs.jsonrpc.Message.T_ERROR:
-                        raise BackendUnavailable("OVSDB %s: get_schema: %s" % (remote, msg.error))
-                    continue
-                if err not in (0, errno.EAGAIN):
-                    raise BackendUnavailable("OVSDB %s: %s" % (remote, os.strerror(err)))
-                dl.check("reading the schema from %s" % remote)
-                p = ovs.poller.Poller()
-                rpc.run()
-                rpc.wait(p)
-                rpc.recv_wait(p)
-                p.timer_wait(min(dl.left_ms(), 100))
-                p.block()
-        finally:
-            rpc.close()
-    finally:
-        if stream is not None:
-            stream.close()
-
-
 class Db:
     """An IDL on the tables this module needs, synced within a deadline."""
 
     def __init__(self, remote, timeout):
-        self.ovs = _imports()
         self.remote = remote
         self.dl = _Deadline(timeout)
-        schema = _get_schema(self.ovs, remote, self.dl)
+        # schema fetch shared with the VM-interface backend (bounded, typed errors)
+        schema = ovsdb.fetch_schema(remote, self.dl)
+        import ovs.db.idl  # noqa: F401  (fetch_schema checked the package is there)
+        import ovs.poller  # noqa: F401
+        self.ovs = ovs
         helper = self.ovs.db.idl.SchemaHelper(schema_json=schema)
         for table, cols in TABLES.items():
             helper.register_columns(table, cols)
@@ -299,12 +235,20 @@ class Db:
     def rows(self, table):
         return list(self.idl.tables[table].rows.values())
 
+    def _ovs_row(self):
+        return next(iter(self.idl.tables["Open_vSwitch"].rows.values()), None)
+
     def transact(self, build, what):
-        """Run ``build(txn)`` in a transaction; replay on TRY_AGAIN until the deadline."""
+        """Run ``build(txn)`` in a transaction; replay on TRY_AGAIN until the
+        deadline; then wait until ovs-vswitchd has applied it (the transaction
+        increments ``next_cfg``; vswitchd copies it to ``cur_cfg`` when done)."""
         T = self.ovs.db.idl.Transaction
         while True:
             txn = T(self.idl)
             build(txn)
+            ovs_row = self._ovs_row()
+            if ovs_row is not None:
+                ovs_row.increment("next_cfg")
             status = txn.commit()
             while status == T.INCOMPLETE:
                 self.dl.check(what)
@@ -312,6 +256,8 @@ class Db:
                 self.idl.run()
                 status = txn.commit()
             if status in (T.SUCCESS, T.UNCHANGED):
+                if status == T.SUCCESS and ovs_row is not None:
+                    self._wait_vswitchd(txn.get_increment_new_value(), what)
                 return status
             if status == T.TRY_AGAIN:
                 self.dl.check(what)
@@ -323,6 +269,18 @@ class Db:
                 continue
             raise ApplyError("OVSDB transaction (%s) failed: %s %s"
                              % (what, status, txn.get_error()))
+
+    def _wait_vswitchd(self, next_cfg, what):
+        while True:
+            self.idl.run()
+            row = self._ovs_row()
+            if row is None or next_cfg is None or row.cur_cfg >= next_cfg:
+                return
+            if self.dl.expired():
+                raise BackendTimeout("ovs-vswitchd did not apply %s within %gs (cur_cfg %d < "
+                                     "next_cfg %d): is it running?"
+                                     % (what, self.dl.timeout, row.cur_cfg, next_cfg))
+            self._wait()
 
     def close(self):
         self.idl.close()
