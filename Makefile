@@ -32,8 +32,9 @@ check: deps lint test
 # Packaging (issue 6): `make rpm` builds qos-hooks, python3-qos-hooks,
 # vdsm-hook-qos, qos-hooks-libvirt and the SRPM from a fresh sdist into dist/
 # (rpm/qos-hooks.spec; Debian's `rpm` package provides rpmbuild), then runs
-# rpmlint with rpm/rpmlint.toml.  `make man` writes build/man/qos-hooks.1
-# from the CLI's own argparse help (the RPM generates it the same way).
+# rpmlint with rpm/rpmlint.toml.  `make man` regenerates docs/qos-hooks.1
+# from the CLI's own argparse help (the RPM generates its copy the same way;
+# tests/test_manpage.py fails when the committed page is out of date).
 .PHONY: rpm man
 
 rpm:
@@ -42,5 +43,5 @@ rpm:
 	else echo "rpmlint not installed: skipped (apt-get install rpmlint)"; fi
 
 man:
-	$(PYTHON) tools/gen-manpage.py --output build/man/qos-hooks.1
-	@echo "build/man/qos-hooks.1 (view: man -l build/man/qos-hooks.1)"
+	$(PYTHON) tools/gen-manpage.py --output docs/qos-hooks.1
+	@echo "docs/qos-hooks.1 (view: man -l docs/qos-hooks.1)"

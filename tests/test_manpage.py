@@ -1,0 +1,99 @@
+"""The man page (tools/gen-manpage.py) and the operator's guide cover the whole CLI.
+
+Both are checked against ``qos_hooks.cli.build_parser()`` itself, so a new
+subcommand or option that is not documented fails here.
+"""
+
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from qos_hooks.cli import build_parser
+from tests import packaging_helpers as ph
+
+GUIDE = os.path.join(ph.REPO, "docs", "operator-guide.md")
+
+
+def _gen():
+    spec = importlib.util.spec_from_file_location(
+        "gen_manpage", os.path.join(ph.REPO, "tools", "gen-manpage.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _subparsers():
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return parser, action.choices
+    raise AssertionError("no subcommands")
+
+
+def roff(text):
+    return text.replace("\\", "\\e").replace("-", "\\-")
+
+
+def test_manpage_has_every_subcommand_and_option():
+    gen = _gen()
+    page = gen.render(date="2026-01-01")
+    parser, subs = _subparsers()
+    assert page.startswith('.\\"') and '.TH QOS-HOOKS 1 "2026-01-01"' in page
+    for opt in ("--version", "--log-level"):
+        assert "\\fB%s\\fR" % roff(opt) in page
+    for name, sub in subs.items():
+        assert ".SS \\fB%s\\fR" % roff(name) in page, name
+        for action in sub._actions:
+            for opt in action.option_strings:
+                if opt not in ("-h", "--help"):
+                    assert "\\fB%s\\fR" % roff(opt) in page, (name, opt)
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "EXIT CODES"):
+        assert "\n.SH %s\n" % section in page, section
+    # no line may start with a stray control character from help text
+    for line in page.splitlines():
+        assert not line.startswith("'"), line
+
+
+def _without_date(page):
+    return re.sub(r'^(\.TH \S+ 1) "[^"]*"', r"\1", page, flags=re.M)
+
+
+def test_committed_manpage_is_current():
+    """docs/qos-hooks.1 is what the generator makes of today's CLI (date aside)."""
+    with open(os.path.join(ph.REPO, "docs", "qos-hooks.1"), encoding="utf-8") as f:
+        committed = f.read()
+    assert _without_date(committed) == _without_date(_gen().render()), \
+        "docs/qos-hooks.1 is out of date with qos_hooks/cli.py: run 'make man' and commit it"
+
+
+def test_manpage_renders(tmp_path):
+    out = tmp_path / "qos-hooks.1"
+    r = subprocess.run(["python3" if shutil.which("python3") else "python",
+                        os.path.join(ph.REPO, "tools", "gen-manpage.py"), "-o", str(out)],
+                       capture_output=True, text=True, cwd=ph.REPO)
+    assert r.returncode == 0, r.stderr
+    if shutil.which("man") is None or shutil.which("groff") is None:
+        pytest.skip("man/groff not installed: rendering not checked")
+    r = subprocess.run(["man", "--warnings", "-l", str(out)], capture_output=True, text=True,
+                       env=dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0"))
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    for name in _subparsers()[1]:
+        assert name in r.stdout
+
+
+def test_operator_guide_covers_every_command():
+    with open(GUIDE, encoding="utf-8") as f:
+        guide = f.read()
+    for name in _subparsers()[1]:
+        assert "qos-hooks %s" % name in guide, "docs/operator-guide.md: no example of %r" % name
+    for needle in ("engine-config -g UserDefinedVMProperties",
+                   "engine-config -s UserDefinedVMProperties",
+                   "CustomDeviceProperties", "UserDefinedNetworkCustomProperties",
+                   "--cver", "systemctl restart ovirt-engine",
+                   "{type=interface;prop={qos_profile=^[A-Za-z0-9_.-]+$}}"):
+        assert needle in guide, needle
