@@ -390,7 +390,7 @@ def cpu_quota_for_limit(limit, period, host_cpus, vcpus):
 
 # -- parsing ------------------------------------------------------------------
 
-_SECTION_RE = re.compile(r"^\[(?P<name>[^\]]*)\]$")
+_SECTION_RE = re.compile(r"^\[(?P<name>.*)\]$")
 _INLINE_COMMENT_RE = re.compile(r"\s[#;].*$")
 _PROFILE_RE = re.compile(r"^profile\s+(?P<name>[A-Za-z0-9_.-]+)"
                          r"(?:\s+disk\s+(?P<sel>bus|target)\s*=\s*(?P<val>\S+))?\s*$")
