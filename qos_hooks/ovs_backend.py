@@ -252,7 +252,15 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
             conn, lambda snap: plan_apply(snap, dq, replace_libvirt=replace_libvirt, remote=remote))
         differences = ()
         if verify:
-            conn.wait_for_vswitchd(next_cfg)
+            try:
+                conn.wait_for_vswitchd(next_cfg)
+            except BackendTimeout as e:
+                # written to OVSDB, not applied by ovs-vswitchd: apply failed (exit 6)
+                err = VerifyError("%s; the OVSDB transaction was committed" % e)
+                err.report = BackendReport("apply", dq.uuid, remote, plan, outcomes, (),
+                                           plan.warnings, True, attempts,
+                                           time.monotonic() - t0)
+                raise err
             differences = tuple(_verify(conn.snapshot(), dq, netns))
     report = BackendReport("apply", dq.uuid, remote, plan, outcomes, differences,
                            plan.warnings, True, attempts, time.monotonic() - t0)
