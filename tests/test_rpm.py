@@ -12,6 +12,7 @@ import glob
 import gzip
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -196,6 +197,10 @@ def test_unpacked_tree(unpacked):
     for d in glob.glob(ph.under(unpacked, inst.VDSM_HOOKS_DIR + "/*")):
         assert os.listdir(d) == [inst.HOOK_NAME], d
     assert os.listdir(ph.under(unpacked, inst.LIBVIRT_QEMU_D)) == [inst.HOOK_NAME]
+    if shutil.which("visudo"):                  # sudo's own syntax check of the drop-in
+        r = subprocess.run(["visudo", "-cf", ph.under(unpacked, inst.SUDOERS)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
     with gzip.open(glob.glob(ph.under(unpacked, "/usr/share/man/man1/qos-hooks.1*"))[0], "rt") as f:
         man = f.read()
     for name, *_ in COMMANDS:
