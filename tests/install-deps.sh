@@ -8,13 +8,14 @@ APT_PACKAGES=(
   openvswitch-switch openvswitch-common   # ovsdb-server, ovs-vswitchd, ovs-vsctl (test oracle)
   iproute2 ethtool iperf3 sudo            # namespaces, veth, tc -j oracle, traffic
   libvirt-daemon libvirt-daemon-system libvirt-clients qemu-system-x86  # real libvirtd + TCG guest
+  libxml2-utils                           # xmllint: virt-xml-validate needs it
   libvirt-dev pkg-config                  # to build libvirt-python from PyPI
   rpm rpmlint cpio                        # rpmbuild, rpm -qlp, rpm2cpio
   python3-lxml                            # /usr/bin/python3 runs the unpacked RPM hooks (test_rpm)
   make
 )
 TOOLS=(ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
-       virt-xml-validate qemu-system-x86_64 pkg-config rpmbuild rpmlint cpio make)
+       virt-xml-validate xmllint qemu-system-x86_64 pkg-config rpmbuild rpmlint cpio make)
 
 missing=()
 for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
