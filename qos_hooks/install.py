@@ -106,8 +106,9 @@ def data_root():
         if _is_data_root(candidate):
             return candidate
     raise QosHooksError(
-        "the qos-hooks data files (hooks/, sudoers/, examples/qos-hooks.conf) are "
-        "missing from %s: reinstall qos-hooks from its wheel or sdist" % pkg)
+        "the qos-hooks host files (hooks/, sudoers/, examples/qos-hooks.conf) are not "
+        "next to %s: 'qos-hooks install' works from a wheel, an sdist or a source "
+        "checkout; with the RPMs, install vdsm-hook-qos or qos-hooks-libvirt instead" % pkg)
 
 
 def hook_points(root=None):

@@ -39,15 +39,23 @@ sdist_name=$(basename "$sdist" .tar.gz)
 nodeps=()
 if ! rpm -q rpm >/dev/null 2>&1; then nodeps=(--nodeps); fi
 
+# The SRPM must rebuild on its own (rpmbuild --rebuild): record the version and
+# the sdist's name in the spec it carries instead of relying on --define.
+mkdir -p "$workdir/SPECS"
+sed -e "s|^%{!?qos_version: %global qos_version .*}\$|%global qos_version $version|" \
+    -e "s|^%{!?sdist_name: %global sdist_name .*}\$|%global sdist_name $sdist_name|" \
+    rpm/qos-hooks.spec > "$workdir/SPECS/qos-hooks.spec"
+grep -q "^%global qos_version $version\$" "$workdir/SPECS/qos-hooks.spec" \
+  && grep -q "^%global sdist_name $sdist_name\$" "$workdir/SPECS/qos-hooks.spec" \
+  || { echo "build-rpm: could not set qos_version/sdist_name in the spec" >&2; exit 1; }
+
 rpmbuild -ba "${nodeps[@]}" \
   --define "_topdir $workdir" \
   --define "_sourcedir $workdir/SOURCES" \
   --define "_rpmdir $outdir" \
   --define "_srcrpmdir $outdir" \
   --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
-  --define "qos_version $version" \
-  --define "sdist_name $sdist_name" \
-  rpm/qos-hooks.spec >&2
+  "$workdir/SPECS/qos-hooks.spec" >&2
 
-rel=$(rpm -q --qf '%{RELEASE}\n' --specfile rpm/qos-hooks.spec --define "qos_version $version" --define "sdist_name $sdist_name" 2>/dev/null | head -n1)
+rel=$(rpm -q --qf '%{RELEASE}\n' --specfile "$workdir/SPECS/qos-hooks.spec" 2>/dev/null | head -n1)
 ls -1 "$outdir"/*-"$version"-"$rel".*.rpm
