@@ -1,0 +1,194 @@
+"""End to end: a real libvirtd 9.0, qemu (TCG) guests on a real Open vSwitch,
+this project's qemu hook installed in libvirt's hook directory
+(tests/libvirtd_host.py sets all of it up without touching the host's files).
+
+* start: the limits stand in OVSDB and in the kernel (htb classes on the
+  tap) as qos_hooks.ovs_plan.map_bandwidth defines them; libvirt's own
+  rows are replaced;
+* destroy: zero QoS and Queue rows left for the domain, whoever made them
+  (libvirt 9.0 leaks its own; the release hook removes them);
+* 20 start/destroy cycles: zero rows leaked;
+* ``qos-hooks set`` on a running domain: libvirt's interface parameters
+  and OVS both carry the new profile.
+"""
+
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from qos_hooks import live, policy
+from qos_hooks.ovs_plan import LIBVIRT_VM_KEY, OWNER_KEY, map_bandwidth
+from tests.libvirtd_host import HostError, LibvirtdHost, domain_xml, missing_requirement
+from tests.ovs_sandbox import require
+
+pytestmark = [pytest.mark.root, pytest.mark.libvirtd, pytest.mark.ovs]
+
+GOLD_XML = ("<inbound average='1000' peak='2000' burst='256'/>"
+            "<outbound average='500' burst='128'/>")
+GOLD = policy.Bandwidth(inbound=policy.Rate(average=1000, peak=2000, burst=256),
+                        outbound=policy.Rate(average=500, burst=128))
+CYCLES = 20
+
+
+@pytest.fixture(scope="module")
+def host():
+    require(missing_requirement())
+    h = LibvirtdHost()
+    try:
+        h.start()
+    except HostError as e:
+        require("libvirtd test host could not start: %s" % e)
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def _rows_for(h, dom_uuid):
+    """QoS and Queue rows that belong to the domain, by anyone's tag."""
+    out = []
+    for table in ("QoS", "Queue"):
+        rows = [r for r in h.rows(table)
+                if dom_uuid in (r["external_ids"].get(LIBVIRT_VM_KEY),
+                                r["external_ids"].get(OWNER_KEY))]
+        out.append(rows)
+    return out
+
+
+def _counts(h):
+    return len(h.rows("QoS")), len(h.rows("Queue"))
+
+
+def _tap(dom):
+    m = re.search(r"<target dev='([^']+)'", dom.XMLDesc(0))
+    return m.group(1)
+
+
+def _tc_rates(dev):
+    text = subprocess.run(["tc", "class", "show", "dev", dev], stdout=subprocess.PIPE,
+                          universal_newlines=True, check=True).stdout
+    out = {}
+    for m in re.finditer(r"class htb (\S+) .*?rate (\S+) ceil (\S+)", text):
+        out[m.group(1)] = (_bits(m.group(2)), _bits(m.group(3)))
+    return out
+
+
+def _bits(s):
+    m = re.match(r"^([0-9.]+)([KMG]?)bit$", s)
+    return int(float(m.group(1)) * {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}[m.group(2)])
+
+
+def _wait(pred, what, timeout=10):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def assert_applied(h, dev, bw, dom_uuid):
+    want, _ = map_bandwidth(bw)
+    port = [p for p in h.rows("Port", "name", "qos") if p["name"] == dev][0]
+    iface = [i for i in h.rows("Interface", "name", "ingress_policing_rate",
+                               "ingress_policing_burst") if i["name"] == dev][0]
+    assert iface["ingress_policing_rate"] == want.policing_rate
+    assert iface["ingress_policing_burst"] == want.policing_burst
+    qos = [r for r in h.rows("QoS") if r["_uuid"] == port["qos"]][0]
+    assert qos["external_ids"].get(OWNER_KEY) == dom_uuid, qos
+    assert int(qos["other_config"]["max-rate"]) == want.qos_max_rate
+    queue = [r for r in h.rows("Queue") if r["_uuid"] == qos["queues"][0]][0]
+    assert int(queue["other_config"]["min-rate"]) == want.queue_min_rate
+    assert int(queue["other_config"]["max-rate"]) == want.queue_max_rate
+    # libvirt's own rows for this domain were replaced, not left beside ours
+    qos_rows, queue_rows = _rows_for(h, dom_uuid)
+    assert (len(qos_rows), len(queue_rows)) == (1, 1)
+    # the kernel: the tap is in the root namespace
+    _wait(lambda: "1:1" in _tc_rates(dev), "htb class 1:1 on %s" % dev)
+    rates = _tc_rates(dev)
+    assert rates["1:fffe"][1] == want.qos_max_rate
+    assert rates["1:1"] == (want.queue_min_rate, want.queue_max_rate)
+
+
+def _start(h, name, bandwidth=GOLD_XML, nics=1):
+    u = str(uuid.uuid4())
+    mac = "52:54:00:4e:%02x:00" % (hash(name) & 0xff)
+    dom = h.conn().createXML(domain_xml(name, u, mac, bridge=h.bridge, bandwidth=bandwidth,
+                                        nics=nics), 0)
+    return dom, u
+
+
+def test_start_applies_destroy_clears(host):
+    dom, u = _start(host, "qh4-e2e-a")
+    try:
+        assert_applied(host, _tap(dom), GOLD, u)
+    finally:
+        dom.destroy()
+    qos_rows, queue_rows = _rows_for(host, u)
+    assert (qos_rows, queue_rows) == ([], [])
+    assert _counts(host) == (0, 0)
+
+
+def test_set_on_the_real_libvirtd(host):
+    dom, u = _start(host, "qh4-e2e-set")
+    try:
+        cfg = policy.parse_config(
+            "[settings]\novsdb = %s\novsdb_timeout = 5\n\n[profile silver]\n"
+            "inbound.average = 250\noutbound.average = 125\n" % host.remote, "t.conf")
+        conn = host.conn()
+        summary = live.set_domain(conn, dom.name(), cfg, profile="silver", live=True)
+        assert summary["ovs"]
+        import libvirt
+        p = dom.interfaceParameters(_tap(dom), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        assert (p["inbound.average"], p["outbound.average"]) == (250, 125)
+        silver = policy.Bandwidth(inbound=policy.Rate(average=250),
+                                  outbound=policy.Rate(average=125))
+        assert_applied(host, _tap(dom), silver, u)
+        # the CLI, against the same daemon: back to the domain's own XML values
+        conf = "[settings]\novsdb = %s\n\n[profile gold]\n%s" % (
+            host.remote, "inbound.average = 1000\ninbound.peak = 2000\ninbound.burst = 256\n"
+            "outbound.average = 500\noutbound.burst = 128\n")
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+            f.write(conf)
+            f.flush()
+            r = subprocess.run([sys.executable, "-m", "qos_hooks", "set", "--config", f.name,
+                                "--connect", host.uri, "--domain", dom.name(), "--profile",
+                                "gold", "--live"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "OVS QoS applied" in r.stdout
+        assert_applied(host, _tap(dom), GOLD, u)
+    finally:
+        dom.destroy()
+    assert _rows_for(host, u) == [[], []]
+
+
+def test_twenty_start_destroy_cycles_leak_nothing(host):
+    leaked = []
+    for i in range(CYCLES):
+        dom, u = _start(host, "qh4-cycle-%d" % i, nics=2)
+        try:
+            qos_rows, queue_rows = _rows_for(host, u)
+            # two vNICs, each with our QoS + queue 0, nothing of libvirt's beside
+            assert (len(qos_rows), len(queue_rows)) == (2, 2), (i, qos_rows)
+            assert all(OWNER_KEY in r["external_ids"] for r in qos_rows)
+        finally:
+            dom.destroy()
+        rows = _rows_for(host, u)
+        if rows != [[], []]:
+            leaked.append((i, rows))
+    assert leaked == []
+    assert _counts(host) == (0, 0)
+
+
+def test_hook_log_shows_every_operation(host):
+    """libvirtd ran the hook for each domain operation we act on."""
+    log = host.log("libvirtd.log")
+    for op in ("started", "stopped", "release"):
+        assert re.search(r"Calling hook /etc/libvirt/hooks/qemu.d/50_qos_hooks id=\S+ op=%s"
+                         % op, log), op
