@@ -210,6 +210,12 @@ class OvsSandbox:
     @staticmethod
     def _alive(pid):
         try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return False     # exited, waiting for its (re)parent to reap it
+        except (OSError, IndexError):
+            return False
+        try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
