@@ -213,9 +213,7 @@ def vdsm_main(hook_point, environ=None):
     config = None
     try:
         config = policy.load_config(environ=env, missing_ok=True)
-        if hook_point != "before_vm_start":
-            # before_vm_start touches no backend: no thread for it
-            _start_watchdog(hook_point, config, logger)
+        _start_watchdog(hook_point, config, logger)
         return HANDLERS[hook_point](env, config, logger) or 0
     except Exception as e:  # every failure goes through the on_error policy
         if isinstance(e, QosHooksError):
