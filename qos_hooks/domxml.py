@@ -3,7 +3,10 @@
 The parser resolves no entities, loads no DTD and reaches no network; a
 document with a DOCTYPE is refused outright (a libvirt domain never has one,
 and refusing it closes billion-laughs and external-entity attacks before
-libxml2 sees them).  Documents over MAX_XML_BYTES are refused before parsing.
+libxml2 sees them).  Only UTF-8 is accepted (what libvirt and VDSM write),
+which keeps that byte-level check sound: in UTF-16 or UTF-7 the bytes of
+"<!DOCTYPE" differ.  Documents over MAX_XML_BYTES are refused before parsing,
+and readers stop one byte past the limit (read_limited).
 
 Edits keep everything else as it was: comments, processing instructions,
 namespaces and their prefixes, metadata, unknown elements, attribute order.
@@ -36,6 +39,8 @@ def _parser():
 
 
 _DOCTYPE_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_DECL_ENCODING_RE = re.compile(rb"^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
+_UTF8_NAMES = ("utf-8", "utf8", "us-ascii", "ascii")
 
 
 def read_limited(stream, source="<input>", limit=None):
@@ -66,6 +71,17 @@ def parse_bytes(data, source="<input>", roots=("domain",)):
                              % (source, len(data), MAX_XML_BYTES))
     if not data.strip():
         raise DomainXmlError("%s: empty document" % source)
+    # libvirt and VDSM write domain XML in UTF-8.  Refusing every other
+    # encoding up front also keeps the byte-level DOCTYPE check below
+    # sound: in UTF-16 or UTF-7 "<!DOCTYPE" is not those bytes.
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
+        raise DomainXmlError("%s: document is not UTF-8 (UTF-16, UTF-32 or binary data); "
+                             "libvirt domain XML is UTF-8"
+                             % source)
+    m = _DECL_ENCODING_RE.match(data)
+    if m and m.group(1).decode("ascii", "replace").strip().lower() not in _UTF8_NAMES:
+        raise DomainXmlError("%s:1: document declares encoding %r; libvirt domain XML is "
+                             "UTF-8" % (source, m.group(1).decode("ascii", "replace")))
     m = _DOCTYPE_RE.search(data)
     if m:
         line = data[:m.start()].count(b"\n") + 1
@@ -74,11 +90,7 @@ def parse_bytes(data, source="<input>", roots=("domain",)):
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as e:
-        line = getattr(e, "lineno", None) or 0
-        msg = (getattr(e, "msg", None) or str(e)).replace("\n", " ")
-        if "encoding" in msg.lower() or "utf-8" in msg.lower():
-            msg += " (the document is not valid UTF-8 and declares no other encoding)"
-        raise DomainXmlError("%s:%d: not well-formed XML: %s" % (source, line, msg))
+        _syntax_error(e, source)
     except (ValueError, LookupError) as e:  # unknown encoding declaration etc.
         raise DomainXmlError("%s: cannot decode document: %s" % (source, e))
     if root.getroottree().docinfo.doctype:
@@ -87,6 +99,14 @@ def parse_bytes(data, source="<input>", roots=("domain",)):
         raise DomainXmlError("%s:%d: root element is <%s>, expected <%s>"
                              % (source, root.sourceline or 0, root.tag, "> or <".join(roots)))
     return root
+
+
+def _syntax_error(e, source):
+    line = getattr(e, "lineno", None) or 0
+    msg = (getattr(e, "msg", None) or str(e)).replace("\n", " ")
+    if "encoding" in msg.lower() or "utf-8" in msg.lower():
+        msg += " (the document is not valid UTF-8)"
+    raise DomainXmlError("%s:%d: not well-formed XML: %s" % (source, line, msg))
 
 
 # -- reading ------------------------------------------------------------------

@@ -258,12 +258,23 @@ def test_size_limit_in_parse():
         len(big), domxml.MAX_XML_BYTES) == str(e.value)
 
 
-def test_declared_latin1_document_round_trips():
-    data = (b"<?xml version='1.0' encoding='ISO-8859-1'?>\n"
-            b"<domain type='kvm'><name>caf\xe9</name><vcpu>1</vcpu></domain>\n")
-    doc = DomainDoc(data)
-    assert doc.name == "caf\u00e9"
-    doc.set_cputune({"shares": 100})
-    out = doc.serialize()
-    assert b"caf\xe9" in out and out.startswith(b"<?xml version='1.0' encoding='ISO-8859-1'?>")
-    assert DomainDoc(out).cputune() == {"shares": 100}
+@pytest.mark.parametrize("data,message", [
+    (b"<?xml version='1.0' encoding='ISO-8859-1'?>\n<domain><name>caf\xe9</name></domain>",
+     "f.xml:1: document declares encoding 'ISO-8859-1'; libvirt domain XML is UTF-8"),
+    (b"<?xml version='1.0' encoding='UTF-7'?><domain/>",
+     "f.xml:1: document declares encoding 'UTF-7'; libvirt domain XML is UTF-8"),
+    ("<domain/>".encode("utf-16"),
+     "f.xml: document is not UTF-8 (UTF-16, UTF-32 or binary data); libvirt domain XML is UTF-8"),
+    ("<domain/>".encode("utf-32-le"), "f.xml: document is not UTF-8"),
+])
+def test_only_utf8_documents(data, message):
+    with pytest.raises(DomainXmlError) as e:
+        DomainDoc(data, "f.xml")
+    assert str(e.value).startswith(message)
+
+
+def test_utf8_declarations_and_bom_are_fine():
+    for head in (b"<?xml version='1.0' encoding='UTF-8'?>", b'<?xml version="1.0"?>',
+                 b"\xef\xbb\xbf<?xml version='1.0' encoding='utf-8'?>", b""):
+        doc = DomainDoc(head + "<domain><name>caf\u00e9</name></domain>".encode("utf-8"))
+        assert doc.name == "caf\u00e9"

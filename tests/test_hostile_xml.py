@@ -1,0 +1,192 @@
+"""Hostile domain XML: a clear one-line error, exit code 4, no traceback, no
+network access, bounded memory.
+
+Network access is checked with a listening socket on 127.0.0.1 that every
+external reference points at: after the run, the socket must have no pending
+connection.  The UTF-16 variants matter: a byte-level DOCTYPE check cannot
+see them, so they reach libxml2 itself, whose parser must still resolve
+nothing and fetch nothing.
+"""
+
+import os
+import socket
+
+import pytest
+
+from qos_hooks.errors import EXIT_INPUT
+from tests.core_helpers import EXAMPLES, run_cli
+
+CONF = os.path.join(EXAMPLES, "qos-hooks.conf")
+
+LAUGHS = """<?xml version="1.0" encoding="{enc}"?>
+<!DOCTYPE domain [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<domain type="kvm"><name>&lol9;</name></domain>
+"""
+
+
+def encode(text, enc):
+    return text.format(enc=enc).encode(enc.lower().replace("utf-16", "utf-16"))
+
+
+@pytest.fixture
+def listener():
+    """A TCP socket on 127.0.0.1 that must never see a connection."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    s.setblocking(False)
+    yield "http://127.0.0.1:%d" % s.getsockname()[1], s
+    s.close()
+
+
+def assert_no_connection(sock):
+    try:
+        conn, peer = sock.accept()
+    except BlockingIOError:
+        return
+    conn.close()
+    raise AssertionError("the parser connected to the listener from %s:%d" % peer)
+
+
+def assert_input_error(proc, *needles):
+    assert proc.returncode == EXIT_INPUT, (proc.returncode, proc.stderr)
+    err = proc.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert " ERROR cmd=dry-run: " in lines[0]
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert proc.stdout == b""
+    return lines[0]
+
+
+def dry_run(data, *extra):
+    return run_cli("dry-run", "--config", CONF, *extra, "-", stdin=data)
+
+
+@pytest.mark.parametrize("enc,needle", [("utf-8", "<stdin>:2: DOCTYPE/ENTITY declarations are "
+                                                  "not allowed"),
+                                        ("UTF-16", "<stdin>: document is not UTF-8")])
+def test_billion_laughs(enc, needle):
+    line = assert_input_error(dry_run(encode(LAUGHS, enc)), needle)
+    assert "lollol" not in line
+
+
+def test_billion_laughs_from_a_file(tmp_path):
+    f = tmp_path / "laughs.xml"
+    f.write_bytes(encode(LAUGHS, "utf-8"))
+    p = run_cli("dry-run", "--config", CONF, str(f))
+    assert_input_error(p, "%s:2: DOCTYPE/ENTITY declarations are not allowed" % f)
+
+
+def test_external_entity_to_a_file(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    doc = ('<?xml version="1.0"?>\n<!DOCTYPE domain [<!ENTITY xxe SYSTEM "file://%s">]>\n'
+           '<domain type="kvm"><name>&xxe;</name></domain>\n' % secret)
+    for data in (doc.encode(), doc.replace('"1.0"?>', '"1.0" encoding="UTF-16"?>')
+                 .encode("utf-16")):
+        p = dry_run(data, "--output", "xml")
+        assert_input_error(p, "<stdin>")
+        assert b"TOP-SECRET" not in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("enc", ["utf-8", "UTF-16", "UTF-7"])
+def test_external_entity_and_dtd_over_http(listener, enc):
+    url, sock = listener
+    doc = ('<?xml version="1.0" encoding="%s"?>\n'
+           '<!DOCTYPE domain SYSTEM "%s/domain.dtd" [\n'
+           '  <!ENTITY %% remote SYSTEM "%s/param.ent">\n'
+           '  %%remote;\n'
+           '  <!ENTITY xxe SYSTEM "%s/xxe">\n'
+           ']>\n<domain type="kvm"><name>&xxe;</name></domain>\n' % (enc, url, url, url))
+    p = dry_run(doc.encode(enc))
+    assert_input_error(p, "<stdin>")
+    assert_no_connection(sock)
+
+
+def test_the_parser_itself_reaches_no_network(listener):
+    """Behind the up-front checks: lxml with the project's parser options
+    neither fetches a DTD nor an external entity."""
+    from lxml import etree
+    from qos_hooks import domxml
+    url, sock = listener
+    doc = ('<!DOCTYPE domain SYSTEM "%s/d.dtd" [<!ENTITY %% p SYSTEM "%s/p.ent"> %%p;'
+           '<!ENTITY x SYSTEM "%s/x">]><domain><name>&x;</name></domain>' % (url, url, url))
+    try:
+        root = etree.fromstring(doc.encode(), domxml._parser())
+    except etree.XMLSyntaxError as e:
+        assert "network" in str(e)
+    else:
+        assert root.findtext("name") in ("", None)
+    assert_no_connection(sock)
+
+
+def test_xinclude_is_not_processed(listener):
+    # not refused (no DOCTYPE), but never fetched either: lxml only runs
+    # XInclude when asked to
+    url, sock = listener
+    data = ('<domain type="kvm" xmlns:xi="http://www.w3.org/2001/XInclude"><name>x</name>'
+            '<xi:include href="%s/inc.xml" parse="xml"/></domain>' % url).encode()
+    p = dry_run(data, "--output", "xml")
+    assert p.returncode == 0, p.stderr
+    assert b'<xi:include href="' in p.stdout
+    assert_no_connection(sock)
+
+
+def test_fifty_megabytes_from_stdin():
+    pad = b"<!-- " + b"x" * (50 * 1024 * 1024) + b" -->"
+    data = b'<domain type="kvm"><name>big</name>' + pad + b"</domain>"
+    assert_input_error(dry_run(data), "<stdin>: document is larger than the limit of "
+                                      "16777216 bytes")
+
+
+def test_fifty_megabytes_from_a_file(tmp_path):
+    f = tmp_path / "big.xml"
+    with open(f, "wb") as out:
+        out.write(b'<domain type="kvm"><name>big</name>\n')
+        chunk = b"<description>" + b"y" * (1024 * 1024) + b"</description>\n"
+        for _ in range(50):
+            out.write(chunk)
+        out.write(b"</domain>\n")
+    p = run_cli("dry-run", "--config", CONF, str(f))
+    assert_input_error(p, "%s: document is larger than the limit" % f)
+
+
+@pytest.mark.parametrize("data,needle", [
+    (b'<domain type="kvm"><name>caf\xe9</name></domain>',
+     "<stdin>:1: not well-formed XML: Invalid bytes in character encoding, line 1, column 29 "
+     "(the document is not valid UTF-8)"),
+    (b'<?xml version="1.0" encoding="utf-8"?>\n<domain><name>\xff\xfe\xfd</name></domain>',
+     "<stdin>:2: not well-formed XML"),
+    (b"\x00\x01\x02garbage", "<stdin>: document is not UTF-8 (UTF-16, UTF-32 or binary"),
+    (b"\x01\x02\x03garbage", "<stdin>:1: not well-formed XML"),
+    (b'<?xml version="1.0" encoding="klingon"?><domain/>',
+     "<stdin>:1: document declares encoding 'klingon'"),
+])
+def test_non_utf8_and_binary(data, needle):
+    assert_input_error(dry_run(data), needle)
+
+
+def test_deep_nesting():
+    depth = 100000
+    data = (b'<domain type="kvm"><metadata>' + b"<a>" * depth + b"</a>" * depth
+            + b"</metadata></domain>")
+    assert_input_error(dry_run(data), "not well-formed XML")
+
+
+def test_undefined_entity():
+    assert_input_error(dry_run(b'<domain type="kvm"><name>&ext;</name></domain>'),
+                       "Entity 'ext' not defined")
