@@ -43,10 +43,12 @@ def strip_qos(data):
     for tag in QOS_TAGS:
         for e in root.iter(tag):
             e.getparent().remove(e)
-    for q in root.iter("{http://ovirt.org/vm/tune/1.0}qos"):
+    for q in list(root.iter("{http://ovirt.org/vm/tune/1.0}qos")):
         for child in list(q):
             if isinstance(child.tag, str) and etree.QName(child).localname == "vcpuLimit":
                 q.remove(child)
+        if len(q) == 0:    # the container the rewriter may have created
+            q.getparent().remove(q)
     for e in root.iter():
         # whitespace-only text and tails are layout, not content
         if e.text is not None and not e.text.strip():
