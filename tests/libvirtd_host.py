@@ -11,7 +11,7 @@ What it runs, and why this way (FIELD_NOTES section 5):
   (qemu.conf with user/group root, ``security_driver = "none"``,
   ``stdio_handler = "file"``; ``hooks/qemu.d/50_qos_hooks`` installed, no
   ``hooks/qemu`` file: libvirt >= 6.5 runs ``qemu.d`` scripts on their own),
-  ``/run`` is a tmpfs holding ``/run/openvswitch/db.sock`` -> our
+  ``/run`` is a private directory holding ``/run/openvswitch/db.sock`` -> our
   ovsdb-server (libvirt runs ``ovs-vsctl`` with its default database), and
   ``/var/lib/libvirt``, ``/var/log/libvirt``, ``/var/cache/libvirt`` are
   private directories.  libvirtd's own socket lives in the temporary
@@ -177,18 +177,24 @@ class LibvirtdHost:
             os.chmod(dst, 0o755)
         self.hook_dir = os.path.join(hooks, "qemu.d")
         os.makedirs(self.sock_dir)
-        for d in ("var-lib", "var-log", "var-cache"):
+        for d in ("var-lib", "var-log", "var-cache", "run"):
             os.makedirs(os.path.join(self.dir, d))
         os.makedirs(os.path.join(self.dir, "var-log", "qemu"))
         return etc
 
     def _start_libvirtd(self):
-        etc = self._prepare_libvirt_dirs()
+        self._etc = self._prepare_libvirt_dirs()
+        self._launch_libvirtd()
+
+    def _launch_libvirtd(self):
+        etc = self._etc
         d = self.dir
+        if os.path.exists(os.path.join(d, "run", "openvswitch", "db.sock")):
+            os.unlink(os.path.join(d, "run", "openvswitch", "db.sock"))
         script = " && ".join([
             "mount --make-rprivate /",
             "mount --bind %s /etc/libvirt" % etc,
-            "mount -t tmpfs -o mode=755 qh4-run /run",
+            "mount --bind %s/run /run" % d,
             "mkdir -p /run/openvswitch /run/libvirt",
             "ln -s %s /run/openvswitch/db.sock" % self.db_sock,
             "mount --bind %s/var-lib /var/lib/libvirt" % d,
@@ -210,6 +216,22 @@ class LibvirtdHost:
                                                             self.log("libvirtd.stderr")))
             return os.path.exists(sock)
         _wait_for(up, "libvirtd socket %s" % sock, timeout=30)
+
+    def stop_libvirtd(self):
+        """Stop libvirtd only: its qemu guests keep running, OVS stays."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+        self._stop_libvirtd()
+
+    def relaunch_libvirtd(self):
+        """Start libvirtd again, in a new mount namespace over the same private
+        directories: it reconnects to the running guests (the qemu hook's
+        ``reconnect`` operation)."""
+        self._launch_libvirtd()
 
     def start(self):
         try:
@@ -248,15 +270,7 @@ class LibvirtdHost:
             except Exception:
                 pass
             self._conn = None
-        if self.libvirtd is not None:
-            if self.libvirtd.poll() is None:
-                self.libvirtd.terminate()
-                try:
-                    self.libvirtd.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.libvirtd.kill()
-                    self.libvirtd.wait(timeout=10)
-            self.libvirtd = None
+        self._stop_libvirtd()
         _kill_qemus(self.dir)
         if self._ovs_started:
             for name in ("ovs-vswitchd", "ovsdb-server"):
@@ -267,6 +281,22 @@ class LibvirtdHost:
         if not os.environ.get("QH4_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def _stop_libvirtd(self):
+        if self.libvirtd is not None:
+            if self.libvirtd.poll() is None:
+                self.libvirtd.terminate()
+                try:
+                    self.libvirtd.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.libvirtd.kill()
+                    self.libvirtd.wait(timeout=10)
+            self.libvirtd = None
+        for name in os.listdir(self.sock_dir) if os.path.isdir(self.sock_dir) else ():
+            try:
+                os.unlink(os.path.join(self.sock_dir, name))
+            except OSError:
+                pass
+
 
 def _taps():
     return [os.path.basename(p) for p in glob.glob("/sys/class/net/vnet*")]
@@ -274,7 +304,7 @@ def _taps():
 
 def _kill_qemus(marker):
     """Kill qemu processes libvirtd left behind (their pid files sit below marker)."""
-    for pidfile in glob.glob(os.path.join(marker, "var-lib", "**", "*.pid"), recursive=True):
+    for pidfile in glob.glob(os.path.join(marker, "run", "libvirt", "qemu", "*.pid")):
         _stop_pidfile(pidfile, timeout=5)
 
 

@@ -8,6 +8,7 @@ this project's qemu hook installed in libvirt's hook directory
 * destroy: zero QoS and Queue rows left for the domain, whoever made them
   (libvirt 9.0 leaks its own; the release hook removes them);
 * 20 start/destroy cycles: zero rows leaked;
+* libvirtd restarted while a guest runs: ``reconnect`` re-applies;
 * ``qos-hooks set`` on a running domain: libvirt's interface parameters
   and OVS both carry the new profile.
 """
@@ -165,6 +166,30 @@ def test_set_on_the_real_libvirtd(host):
         assert_applied(host, _tap(dom), GOLD, u)
     finally:
         dom.destroy()
+    assert _rows_for(host, u) == [[], []]
+
+
+def test_libvirtd_restart_reconnect_reapplies(host):
+    """OVS lost its QoS while libvirtd was down; at libvirtd's restart the
+    qemu hook's ``reconnect`` puts it back."""
+    dom, u = _start(host, "qh4-e2e-reconnect")
+    name, dev = dom.name(), _tap(dom)
+    try:
+        assert_applied(host, dev, GOLD, u)
+        host.stop_libvirtd()
+        host.vsctl("clear", "Port", dev, "qos", "--", "set", "Interface", dev,
+                   "ingress_policing_rate=0", "ingress_policing_burst=0")
+        for table in ("QoS", "Queue"):
+            for r in host.rows(table):
+                host.vsctl("destroy", table, r["_uuid"])
+        assert _counts(host) == (0, 0)
+        host.relaunch_libvirtd()
+        dom = host.conn().lookupByName(name)
+        assert dom.isActive()
+        _wait(lambda: _rows_for(host, u)[0], "QoS re-applied at reconnect", timeout=30)
+        assert_applied(host, dev, GOLD, u)
+    finally:
+        host.conn().lookupByName(name).destroy()
     assert _rows_for(host, u) == [[], []]
 
 
