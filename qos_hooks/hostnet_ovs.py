@@ -54,6 +54,7 @@ QOS_OWNER_KEY = "qos-hooks-hostnet-uplink"   # QoS rows: uplink port name
 COOKIE = 0x71685F686E000001                  # "qh_hn" + 1: our OpenFlow flows
 FLOW_PRIORITY_PORT = 100
 FLOW_PRIORITY_VLAN = 90
+FRAME_BITS = 1514 * 8                        # one full Ethernet frame (MTU 1500)
 DEFAULT_LINK_RATE = 10 ** 10                 # when OVSDB has no link_speed
 RUNDIR_ENV = "QOS_HOOKS_OVS_RUNDIR"
 
@@ -76,11 +77,14 @@ class QueuePlan:
     vlan: Optional[int]
     min_rate: int
     max_rate: Optional[int]
+    burst: Optional[int] = None       # bits
 
     def other_config(self):
         d = {"min-rate": str(self.min_rate)}
         if self.max_rate is not None:
             d["max-rate"] = str(self.max_rate)
+        if self.burst is not None:
+            d["burst"] = str(self.burst)
         return d
 
 
@@ -125,6 +129,27 @@ class UplinkPlan:
         return lines
 
 
+def queue_burst(ul):
+    """The htb bucket (bits) for an upper-limit curve, or None for OVS's default.
+
+    hfsc enforces a curve with its own timers; htb needs a bucket of at least
+    one timer tick's worth of the rate to reach its ceiling.  tc's own default
+    is rate/HZ + one MTU (iproute2 tc/q_htb.c, HZ 1000); OVS's default is one
+    MTU, which falls short above a few tens of Mbit/s (measured here: 100
+    Mbit/s gave 85 Mbit/s on the wire).  So the bucket is 1 ms of ``m2`` plus
+    one full frame, as tc would choose; a concave curve (``m1 > m2`` for ``d``
+    microseconds) also allows the extra volume it grants, ``(m1 - m2) * d``,
+    as burst (sent at link speed, not at ``m1``: htb has no second slope).
+    """
+    if not ul:
+        return None
+    m2 = ul["m2"]
+    burst = m2 // 1000 + FRAME_BITS
+    if ul.get("m1") and ul.get("d") and ul["m1"] > m2:
+        burst = max(burst, (ul["m1"] - m2) * ul["d"] // 10 ** 6)
+    return burst
+
+
 def queue_id_for(vlan):
     return 0 if vlan is None else int(vlan)
 
@@ -156,7 +181,7 @@ def plan_uplink(uplink, entries, link_rate, bridge=None, ports=()):
             mn = min(mn, ul)
         qid = queue_id_for(vlan)
         queues.append(QueuePlan(network=net, queue_id=qid, vlan=vlan, min_rate=mn,
-                                max_rate=ul))
+                                max_rate=ul, burst=queue_burst(out.get("ul"))))
         if vlan is None:
             notes.append("%s is untagged: queue 0, linux-htb's default class (no flow "
                          "needed; traffic no flow claims shares it)" % net)

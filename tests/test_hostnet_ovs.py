@@ -132,8 +132,11 @@ def test_apply_update_clear_remove(sandbox, tmp_path):
     assert port["qos"] == qos["_uuid"]
     queues = {q["external_ids"]["qos-hooks-hostnet"]: q for q in our_queues(sb)}
     assert set(queues) == {NET_VLAN, NET_MGMT}
+    # min-rate: the link-share of the 10 Gbit/s link, capped at the upper limit;
+    # burst: 1 ms of the upper limit + one frame (tc's default rule)
     assert queues[NET_VLAN]["other_config"] == {"max-rate": str(50 * MBIT),
-                                                "min-rate": str(50 * MBIT)}
+                                                "min-rate": str(50 * MBIT),
+                                                "burst": str(50 * MBIT // 1000 + 1514 * 8)}
     assert queues[NET_MGMT]["other_config"]["max-rate"] == str(20 * MBIT)
     assert qos["queues"] == {10: queues[NET_VLAN]["_uuid"], 0: queues[NET_MGMT]["_uuid"]}
     # the kernel: queue 10 is class 1:b, queue 0 the default class 1:1
