@@ -884,21 +884,42 @@ def vdsm_main(hook_point, environ=None):
 
 # -- status -----------------------------------------------------------------------------
 
-def status_rows(remote, timeout, state_file=None):
-    """Per host network: desired (state file) versus actual (OVSDB + flows).
+def status_rows(remote, timeout, state_file=None, netns=None):
+    """Per host network: desired (the state file) versus actual (OVSDB rows,
+    OpenFlow flows, the uplink's htb classes in the kernel).
 
-    Returns a list of ``qos_hooks.hostnet_ovs.HostNetStatus``; ``drift`` is a
-    tuple of sentences, empty when the network is as desired.  Raises
-    BackendUnavailable when OVSDB cannot be reached within ``timeout``.
+    Returns a list of ``qos_hooks.hostnet_ovs.HostNetStatus`` (``network``,
+    ``uplink``, ``bridge``, ``vlan``, ``queue_id``, ``desired``, ``actual``,
+    ``flows``, ``drift``: a tuple of sentences, empty when as desired;
+    ``ok``; ``to_dict()``; ``describe()``).  No OVSDB connection is made when
+    no host network has QoS on OVS.  Raises BackendUnavailable /
+    BackendTimeout when OVSDB cannot be read within ``timeout``.
     """
     from . import hostnet_ovs
     st = State.load(state_file or state_path())
-    return hostnet_ovs.status(st.applied, remote, timeout)
+    return hostnet_ovs.status(st.applied, remote, timeout, netns=netns)
 
 
-def render_status(rows):
-    """Text lines for ``qos-hooks status`` (one block per network)."""
-    lines = []
-    for r in rows:
-        lines.append(r.describe())
-    return lines
+def status_section(remote, timeout, state_file=None, netns=None):
+    """What ``qos-hooks status`` adds for host networks: (lines, json list, drift?).
+
+    ``lines`` are ready to print ("ok   host network ..." / "DRIFT host
+    network ..."); a backend error becomes one "problem:" line and counts as
+    drift, so status never hides it.
+    """
+    try:
+        rows = status_rows(remote, timeout, state_file, netns)
+    except QosHooksError as e:
+        return ["problem: host networks: %s" % e], [{"problem": str(e)}], True
+    lines = ["%s %s" % ("ok   " if r.ok else "DRIFT", r.describe()) for r in rows]
+    return lines, [r.to_dict() for r in rows], any(not r.ok for r in rows)
+
+
+def resync(remote, timeout, state_file=None, logger=None):
+    """Re-apply the remembered host network QoS on OVS (after an ovs-vswitchd
+    restart, which loses OpenFlow flows); returns the per-uplink results."""
+    from . import hostnet_ovs
+    path = state_file or state_path()
+    with StateLock(path):
+        st = State.load(path)
+        return hostnet_ovs.resync(st.applied, remote, timeout, logger=logger)

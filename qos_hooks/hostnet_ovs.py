@@ -529,6 +529,23 @@ def reconcile(applied, uplinks, remote, timeout, logger=None):
         db.close()
 
 
+def resync(applied, remote, timeout, logger=None):
+    """Re-apply everything in ``applied`` and drop qos-hooks rows of uplinks no
+    longer in it: after an ovs-vswitchd restart (OpenFlow flows live in
+    vswitchd's memory only and are lost; QoS/Queue rows persist in OVSDB), or
+    after VDSM removed a bridge behind our back."""
+    db = Db(remote, timeout)
+    try:
+        uplinks = set(_entries_by_uplink(applied))
+        uplinks |= {q.external_ids.get(QOS_OWNER_KEY) for q in _owned_qos(db)}
+    finally:
+        db.close()
+    uplinks.discard(None)
+    if not uplinks:
+        return []
+    return reconcile(applied, sorted(uplinks), remote, timeout, logger=logger)
+
+
 def gc_orphans(applied, remote, timeout):
     """Remove qos-hooks host network QoS rows whose uplink has no applied entry
     or no longer exists (e.g. VDSM removed the bridge with the network)."""
@@ -598,8 +615,22 @@ class HostNetStatus:
         return s
 
 
-def status(applied, remote, timeout):
-    """Compare ``applied`` (the state file) with OVSDB and the bridge's flows."""
+def _kernel_classes(uplinks, netns):
+    """{uplink: {handle: HtbClass}} or {uplink: None} when it is not a device
+    here; (result, problem sentence or None)."""
+    try:
+        from . import tc
+        ports = tc.read_ports(uplinks, netns=netns)
+    except Exception as e:   # kernel read-back is a cross-check, not a requirement
+        return {}, "kernel tc state unreadable: %s" % e
+    return {u: (kp.classes if kp.exists else None) for u, kp in ports.items()}, None
+
+
+def status(applied, remote, timeout, netns=None):
+    """Compare ``applied`` (the state file) with OVSDB, the bridge's flows and
+    the uplink's htb classes in the kernel (network namespace ``netns``)."""
+    if not _entries_by_uplink(applied):
+        return []
     dl = _Deadline(timeout)
     db = Db(remote, timeout)
     try:
@@ -607,6 +638,7 @@ def status(applied, remote, timeout):
         ports = _port_by_name(db)
         bridge_of = _bridge_of_port(db)
         by_uplink = _entries_by_uplink(applied)
+        kernel, kernel_problem = _kernel_classes(sorted(by_uplink), netns)
         for up in sorted(by_uplink):
             bridge = bridge_of.get(up)
             rate = _link_rate(db, up) or DEFAULT_LINK_RATE
@@ -645,6 +677,20 @@ def status(applied, remote, timeout):
                             if actual[k] != desired[k]:
                                 drift.append("%s %s, want %s" % (
                                     k, actual[k], desired[k]))
+                classes = kernel.get(up)
+                handle = "1:%x" % (qp.queue_id + 1)
+                if kernel_problem:
+                    drift.append(kernel_problem)
+                elif classes is None:
+                    drift.append("uplink %s is not a network device here" % up)
+                elif handle not in classes:
+                    drift.append("kernel: no htb class %s on %s" % (handle, up))
+                else:
+                    ceil = classes[handle].ceil * 8
+                    actual["kernel-ceil"] = ceil
+                    if qp.max_rate and abs(ceil - qp.max_rate) > qp.max_rate // 100:
+                        drift.append("kernel: htb class %s ceil %d bit/s, want %d"
+                                     % (handle, ceil, qp.max_rate))
                 mine = tuple(f for f in flows if "set_queue:%d," % qp.queue_id in f)
                 if qp.vlan is not None:
                     if flow_err:

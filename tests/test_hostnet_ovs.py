@@ -151,14 +151,14 @@ def test_apply_update_clear_remove(sandbox, tmp_path):
     assert "set_queue:10" in trace(sb, NET_VLAN)
     assert "set_queue" not in trace(sb, NET_MGMT)       # default queue 0
     # status: as desired
-    rows = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"])
+    rows = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
     assert sorted(r.network for r in rows) == [NET_MGMT, NET_VLAN]
     assert all(r.ok for r in rows), [r.describe() for r in rows]
 
     # 2. drift is reported, naming the network
     sb.vsctl("set", "Queue", queues[NET_VLAN]["_uuid"], "other_config:max-rate=1")
-    rows = {r.network: r for r in hostnet.status_rows(sb.remote, 5,
-                                                       env["QOS_HOOKS_HOSTNET_STATE"])}
+    rows = {r.network: r for r in hostnet.status_rows(
+        sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)}
     assert rows[NET_VLAN].drift == ("max-rate 1, want %d" % (50 * MBIT),)
     assert rows[NET_MGMT].ok
 
@@ -202,7 +202,7 @@ def test_foreign_qos_on_uplink_left_alone(sandbox, tmp_path):
     assert "did not create" in after.stderr and UPLINK in after.stderr
     assert sb.vsctl_json("QoS") == before
     assert our_queues(sb) == [] and our_flows(sb) == []
-    (row,) = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"])
+    (row,) = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
     assert row.network == NET_VLAN and not row.ok
     assert any("not qos-hooks'" in d for d in row.drift)
 
@@ -228,3 +228,43 @@ def test_unreachable_ovsdb_bounded_and_logged(sandbox, tmp_path):
                                                       hostQos=engine_qos(30, 50))})
     assert after.rcs == (0,), after.stderr
     assert len(our_queues(sb)) == 1
+
+
+def test_vswitchd_restart_loses_flows_status_sees_it_resync_repairs(sandbox, tmp_path):
+    sb = sandbox
+    env = hook_env(sb, tmp_path)
+    state = env["QOS_HOOKS_HOSTNET_STATE"]
+    _, after = setup_networks(env, {NET_VLAN: ovs_net(vlan=10,
+                                                      hostQos=engine_qos(30, 50))})
+    assert after.rcs == (0,), after.stderr
+    assert len(our_flows(sb)) == 2
+    sb.restart_vswitchd()
+    # OpenFlow flows live in ovs-vswitchd only; the QoS rows persist in OVSDB
+    assert our_flows(sb) == []
+    sb.wait_for(lambda: "1:b parent" in htb_classes(sb), "htb re-created from OVSDB")
+    lines, rows, drift = hostnet.status_section(sb.remote, 5, state, sb.netns)
+    assert drift and rows[0]["network"] == NET_VLAN
+    assert "steering flow for vlan 10 missing" in lines[0] and lines[0].startswith("DRIFT")
+    hostnet.resync(sb.remote, 5, state)
+    assert len(our_flows(sb)) == 2
+    lines, rows, drift = hostnet.status_section(sb.remote, 5, state, sb.netns)
+    assert not drift, lines
+    assert rows[0]["actual"]["kernel-ceil"] == 50 * MBIT
+
+
+def test_bridge_removed_by_vdsm_rows_collected(sandbox, tmp_path):
+    """VDSM removes the bridge (and with it the uplink Port) when the last
+    network goes: the after hook deletes the QoS/Queue rows, which nobody
+    else would (root tables)."""
+    sb = sandbox
+    env = hook_env(sb, tmp_path)
+    _, after = setup_networks(env, {NET_VLAN: ovs_net(vlan=10,
+                                                      hostQos=engine_qos(30, 50))})
+    assert after.rcs == (0,), after.stderr
+    assert len(our_qos(sb)) == 1
+    sb.vsctl("del-port", BRIDGE, UPLINK, "--", "del-port", BRIDGE, NET_VLAN, wait=True)
+    assert len(our_qos(sb)) == 1            # orphaned, still there
+    _, after = setup_networks(env, {NET_VLAN: {"remove": True}})
+    assert after.rcs == (0,), after.stderr
+    assert our_qos(sb) == [] and our_queues(sb) == []
+    assert hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns) == []
