@@ -139,3 +139,24 @@ def imported_from(pythonpath, interpreter):
                        capture_output=True, cwd="/", env=base_env(PYTHONPATH=pythonpath))
     assert r.returncode == 0, r.stderr.decode()
     return r.stdout.decode().strip()
+
+
+NETWORK_REQUEST = (b'{"request": {"networks": {"ovirtmgmt": {"nic": "eth0", "bridged": true}}, '
+                   b'"bondings": {}, "options": {}}}')
+
+
+def run_network_hook(hook, tmpdir, config, pythonpath, interpreter=None):
+    """Run a VDSM network hook as supervdsmd does: ``$_hook_json`` names the request file.
+
+    The request carries no QoS and no qos_profile: the hook must exit 0 and leave
+    it byte for byte as it was.
+    """
+    path = os.path.join(str(tmpdir), "hook-%s.json" % os.path.basename(os.path.dirname(hook)))
+    with open(path, "wb") as f:
+        f.write(NETWORK_REQUEST)
+    argv = [interpreter, hook] if interpreter else [hook]
+    r = subprocess.run(argv, capture_output=True, timeout=60, cwd="/",
+                       env=base_env(_hook_json=path, QOS_HOOKS_CONFIG=config,
+                                    PYTHONPATH=pythonpath))
+    with open(path, "rb") as f:
+        return r, f.read()

@@ -95,6 +95,10 @@ def test_hooks_run_from_install_root(tmp_path):
     assert ph.canonical(r.stdout) == ph.canonical(ph.dry_run_xml(config))
     hooks = [ph.under(root, i.target) for i in ph.layout() if i.kind == inst.EXEC]
     ph.check_hook_imports(hooks, ph.REPO, sys.executable)
+    if "before_network_setup" in inst.hook_points(ph.REPO):
+        net = ph.under(root, inst.VDSM_HOOKS_DIR + "/before_network_setup/" + inst.HOOK_NAME)
+        r, out = ph.run_network_hook(net, tmp_path, config, ph.REPO)
+        assert r.returncode == 0 and out == ph.NETWORK_REQUEST, r.stderr.decode()
 
 
 def test_components_and_shared_files(tmp_path):

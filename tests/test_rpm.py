@@ -273,3 +273,13 @@ def test_spec_fallback_version_is_current():
         spec = f.read()
     assert "%%{!?qos_version: %%global qos_version %s}" % __version__ in spec, \
         "bump the qos_version fallback in rpm/qos-hooks.spec to %s" % __version__
+
+
+def test_vdsm_network_hook_from_rpm(unpacked, tmp_path):
+    if "before_network_setup" not in inst.hook_points(ph.REPO):
+        pytest.skip("no hooks/before_network_setup in this tree yet")
+    pythonpath, config = _paths(unpacked)
+    hook = ph.under(unpacked, inst.VDSM_HOOKS_DIR + "/before_network_setup/" + inst.HOOK_NAME)
+    r, out = ph.run_network_hook(hook, tmp_path, config, pythonpath, _interpreter())
+    assert r.returncode == 0, r.stderr.decode()
+    assert out == ph.NETWORK_REQUEST
