@@ -121,6 +121,8 @@ class Connection:
     def __init__(self, remote, deadline):
         self.remote = remote
         self.deadline = deadline
+        self.idl = None
+        self._name_index = {}
         self.ovs = _ovs()
         schema_json = fetch_schema(remote, deadline)
         helper = self.ovs.db.idl.SchemaHelper(schema_json=schema_json)
@@ -193,17 +195,22 @@ class Connection:
     def row(self, table, uuid_str):
         return self.idl.tables[table].rows.get(_uuid.UUID(uuid_str))
 
+    def _by_name(self, table, name):
+        key = (table, self.idl.change_seqno)
+        index = self._name_index.get(table)
+        if index is None or index[0] != key:
+            index = (key, {row.name: row for row in self.idl.tables[table].rows.values()})
+            self._name_index[table] = index
+        row = index[1].get(name)
+        if row is not None and row.uuid not in self.idl.tables[table].rows:
+            return None
+        return row
+
     def port_row(self, name):
-        for row in self.idl.tables["Port"].rows.values():
-            if row.name == name:
-                return row
-        return None
+        return self._by_name("Port", name)
 
     def interface_row(self, name):
-        for row in self.idl.tables["Interface"].rows.values():
-            if row.name == name:
-                return row
-        return None
+        return self._by_name("Interface", name)
 
     # -- writing -----------------------------------------------------------------
     def transact(self, build, comment="qos-hooks"):

@@ -79,26 +79,38 @@ def _iproute(netns):
 
 
 def read_ports(names, netns=None):
-    """{name: KernelPort} for the given devices, one netlink socket for all."""
+    """{name: KernelPort} for the given devices, one netlink socket for all.
+
+    Links and qdiscs are dumped once for the namespace (a per-device lookup
+    dumps everything each time: quadratic with 256 ports); classes and
+    filters are dumped per device (the kernel filters those dumps by ifindex).
+    """
     out = {}
     tpu = _ticks_per_us()
     ipr = _iproute(netns)
     try:
+        index = {}
+        for link in ipr.get_links():
+            index[link.get_attr("IFLA_IFNAME")] = link["index"]
+        qdiscs = {}
+        wanted = {index[n] for n in names if n in index}
+        for q in ipr.get_qdiscs():
+            if q["index"] in wanted:
+                qdiscs.setdefault(q["index"], []).append(q)
         for name in names:
-            out[name] = _read(ipr, name, tpu)
+            if name not in index:
+                out[name] = KernelPort(name, False)
+            else:
+                out[name] = _read(ipr, name, index[name], qdiscs.get(index[name], ()), tpu)
     finally:
         ipr.close()
     return out
 
 
-def _read(ipr, name, tpu):
-    idx = ipr.link_lookup(ifname=name)
-    if not idx:
-        return KernelPort(name, False)
-    idx = idx[0]
+def _read(ipr, name, idx, qdiscs, tpu):
     root_kind = root_handle = None
     ingress = False
-    for q in ipr.get_qdiscs(index=idx):
+    for q in qdiscs:
         if q["parent"] == TC_H_ROOT:
             root_kind, root_handle = q.get_attr("TCA_KIND"), handle_str(q["handle"])
         elif q["parent"] == TC_H_INGRESS or q.get_attr("TCA_KIND") in ("ingress", "clsact"):
