@@ -53,7 +53,7 @@ from typing import Dict, Optional, Tuple
 
 from . import log as _log
 from . import policy, units
-from .errors import ConfigError, InputError, QosHooksError
+from .errors import ApplyError, ConfigError, InputError, QosHooksError
 
 # -- constants -----------------------------------------------------------------
 
@@ -718,7 +718,8 @@ class StateLock:
 
 
 def _entry(decision):
-    return {"hostQos": decision.qos.to_json() if decision.qos else None,
+    qos = decision.qos if decision.qos is not None and not decision.qos.is_empty() else None
+    return {"hostQos": qos.to_json() if qos else None,
             "uplink": decision.uplink, "vlan": decision.vlan, "profile": decision.profile}
 
 
@@ -765,8 +766,10 @@ def before_network_setup(env, config, logger):
                                "not applied (only m2)", d.network, ", ".join(dropped))
     new = edit_request(text, decisions)
     ovs = [d for d in decisions if d.ovs]
-    if ovs:
-        spath = state_path(env)
+    spath = state_path(env)
+    if ovs or os.path.exists(spath):
+        # pending always describes THIS setupNetworks (a stale one, left by a
+        # supervdsmd crash between the hooks, is replaced)
         with StateLock(spath):
             st = State.load(spath)
             st.pending = {d.network: _entry(d) for d in ovs}
@@ -827,8 +830,15 @@ def after_network_setup(env, config, logger):
         timeout = config.settings.ovsdb_timeout
         results = hostnet_ovs.reconcile(st.applied, sorted(touched), remote, timeout,
                                         logger=logger)
+    failed = [r for r in results if r.error]
     for r in results:
-        logger.info("%s", r)
+        if r.error:
+            logger.error("%s", r)
+        else:
+            logger.info("%s", r)
+    if failed:
+        raise ApplyError("host network QoS not applied on %s (see above; 'qos-hooks status' "
+                         "shows the drift)" % ", ".join(r.uplink for r in failed))
     return 0
 
 

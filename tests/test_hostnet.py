@@ -433,3 +433,56 @@ def test_vdsm_json_round_trips_and_edits_are_local(networks, options, indent_cho
         if "hostQos" not in networks[net]:
             # insert then delete gives back the original bytes
             assert out2 == text
+
+
+def test_empty_out_on_ovs_network_means_none(env, tmp_path):
+    req = engine_request({"o": {"nic": "eth3", "switch": "ovs", "hostQos": {"out": {}}}})
+    rc, new, err, _ = run_file_hook("before_network_setup", json.dumps(req), env, tmp_path)
+    assert rc == 0, err
+    assert "hostQos" not in json.loads(new)["request"]["networks"]["o"]
+    with open(env["QOS_HOOKS_HOSTNET_STATE"]) as f:
+        assert json.load(f)["pending"]["o"]["hostQos"] is None
+
+
+def test_stale_pending_replaced_by_next_before_hook(env, tmp_path):
+    ovs_req = engine_request({"o": {"nic": "eth3", "switch": "ovs",
+                                    "hostQos": engine_qos(5, 10)}})
+    rc, _, err, _ = run_file_hook("before_network_setup", json.dumps(ovs_req), env, tmp_path)
+    assert rc == 0, err
+    # supervdsmd died before after_network_setup; the next request is legacy only
+    legacy = engine_request({"l": {"nic": "eth0", "hostQos": engine_qos(5, 10)}})
+    rc, _, err, _ = run_file_hook("before_network_setup", json.dumps(legacy), env, tmp_path)
+    assert rc == 0, err
+    with open(env["QOS_HOOKS_HOSTNET_STATE"]) as f:
+        assert json.load(f)["pending"] == {}
+
+
+# -- the OVS mapping (pure) -------------------------------------------------------------
+
+def test_plan_uplink_mapping():
+    from qos_hooks import hostnet_ovs as ho
+    entries = {
+        "a": {"hostQos": {"out": {"ls": {"m2": 30}, "ul": {"m2": 8 * 10 ** 9}}}, "vlan": 10},
+        "b": {"hostQos": {"out": {"ls": {"m2": 10}, "rt": {"m2": 5 * 10 ** 9},
+                                  "ul": {"m1": 9 * 10 ** 9, "d": 20000,
+                                         "m2": 6 * 10 ** 9}}}, "vlan": None},
+    }
+    ports = [("uplink0", 1, None), ("a", 5, 10), ("vm1", 7, 10), ("b", 6, None)]
+    plan = ho.plan_uplink("uplink0", entries, 10 ** 10, "vdsmbr_x", ports)
+    qa, qb = sorted(plan.queues, key=lambda q: -q.queue_id)
+    assert (qa.network, qa.queue_id, qb.network, qb.queue_id) == ("a", 10, "b", 0)
+    # link-share: 30/40 and 10/40 of 10 Gbit/s; b's real-time rate is larger
+    assert qa.min_rate == 7500000000 and qa.max_rate == 8 * 10 ** 9
+    assert qb.min_rate == 5 * 10 ** 9 and qb.max_rate == 6 * 10 ** 9
+    # burst: 1 ms of m2 + one frame; the concave curve's extra volume if larger
+    assert qa.burst == 8 * 10 ** 6 + 1514 * 8
+    assert qb.burst == (9 - 6) * 10 ** 9 * 20000 // 10 ** 6
+    assert plan.flows == (
+        "cookie=0x71685f686e000001,priority=100,in_port=5,actions=set_queue:10,NORMAL",
+        "cookie=0x71685f686e000001,priority=100,in_port=7,actions=set_queue:10,NORMAL",
+        "cookie=0x71685f686e000001,priority=90,dl_vlan=10,actions=set_queue:10,NORMAL")
+    assert ho.flow_bundle(plan.flows).splitlines()[0] == \
+        "delete cookie=0x71685f686e000001/-1"
+    empty = ho.plan_uplink("uplink0", {}, 10 ** 10, "vdsmbr_x", ports)
+    assert empty.queues == () and empty.flows == ()
+    assert "clear Port uplink0 qos" in empty.commands()[0]

@@ -198,8 +198,9 @@ def test_foreign_qos_on_uplink_left_alone(sandbox, tmp_path):
     before = sb.vsctl_json("QoS")
     _, after = setup_networks(env, {NET_VLAN: ovs_net(vlan=10,
                                                       hostQos=engine_qos(30, 50))})
-    assert after.rcs == (0,)
+    assert after.rcs == (0,)                     # on_error=continue (default)
     assert "did not create" in after.stderr and UPLINK in after.stderr
+    assert "ERROR" in after.stderr and "not applied on %s" % UPLINK in after.stderr
     assert sb.vsctl_json("QoS") == before
     assert our_queues(sb) == [] and our_flows(sb) == []
     (row,) = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
