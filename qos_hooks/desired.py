@@ -8,7 +8,7 @@ Bandwidth stays in libvirt's units and libvirt's (guest) point of view:
 ``inbound`` is traffic into the guest.  Backends convert (qos_hooks.units).
 """
 
-from dataclasses import dataclass
+from ._dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .policy import Bandwidth, Rate, RATE_FIELDS
@@ -16,6 +16,8 @@ from .policy import Bandwidth, Rate, RATE_FIELDS
 
 @dataclass(frozen=True)
 class InterfaceQos:
+    """The QoS one OVS-attached interface should have."""
+
     mac: Optional[str]            # lower-case, "52:54:00:..."
     target_dev: Optional[str]     # "vnet0"; None in VDSM's after_nic_hotplug
     bandwidth: Bandwidth          # empty Bandwidth() = no QoS wanted
@@ -36,6 +38,8 @@ class InterfaceQos:
 
 @dataclass(frozen=True)
 class DomainQos:
+    """The QoS of a domain's OVS-attached interfaces."""
+
     uuid: Optional[str]
     name: Optional[str]
     interfaces: Tuple[InterfaceQos, ...] = ()

@@ -16,7 +16,7 @@ makes the rewrite idempotent byte for byte.
 """
 
 import re
-from dataclasses import dataclass
+from ._record import Record
 from typing import List, Optional, Tuple
 
 from lxml import etree
@@ -162,8 +162,9 @@ def read_iotune(elem, source="<input>"):
     return IoTune.from_dict(vals)
 
 
-@dataclass(frozen=True)
-class InterfaceInfo:
+class InterfaceInfo(Record):
+    """What the rewriter needs to know about one ``<interface>``."""
+
     index: int
     type: str
     mac: Optional[str]
@@ -190,8 +191,9 @@ class InterfaceInfo:
         return "interface %s" % "/".join(parts)
 
 
-@dataclass(frozen=True)
-class DiskInfo:
+class DiskInfo(Record):
+    """What the rewriter needs to know about one ``<disk>``."""
+
     index: int
     type: str
     device: str

@@ -14,7 +14,7 @@ Dry-run prints the plan that apply would execute; there are no
 ``if dry_run`` branches anywhere else.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from ._record import Record, asdict
 from typing import Optional, Tuple
 
 from . import units
@@ -40,9 +40,13 @@ def sh(*argv):
     return " ".join(_SAFE_ARG(str(a)) for a in argv)
 
 
-@dataclass(frozen=True)
-class Op:
-    """Base of every plan operation (subclasses are frozen dataclasses)."""
+class Op(Record):
+    """Base of every plan operation.
+
+    The core's operations are immutable records (qos_hooks._record, cheap to
+    define on the hook path); a backend's may be frozen dataclasses instead
+    (``@dataclass(frozen=True) class X(Op)``): ``to_dict`` handles both.
+    """
 
     backend = "none"
 
@@ -58,9 +62,15 @@ class Op:
 
     def to_dict(self):
         d = {"op": self.kind, "backend": self.backend}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = asdict(v) if hasattr(v, "__dataclass_fields__") else v
+        if hasattr(type(self), "__dataclass_fields__"):
+            import dataclasses
+            names = [f.name for f in dataclasses.fields(self)]
+        else:
+            names = self._fields
+        for name in names:
+            v = getattr(self, name)
+            d[name] = asdict(v) if isinstance(v, Record) or hasattr(
+                type(v), "__dataclass_fields__") else v
         d["description"] = self.describe()
         d["commands"] = list(self.commands())
         return d
@@ -97,8 +107,9 @@ def _virsh_rate(rate):
 
 # -- domain XML operations -------------------------------------------------------
 
-@dataclass(frozen=True)
 class SetInterfaceBandwidth(Op):
+    """Set an interface's ``<bandwidth>``."""
+
     backend = BACKEND_DOMXML
     domain: Optional[str]
     mac: Optional[str]
@@ -132,8 +143,9 @@ class SetInterfaceBandwidth(Op):
         return (sh(*argv, "--config"),)
 
 
-@dataclass(frozen=True)
 class SetDiskIoTune(Op):
+    """Set a disk's ``<iotune>``."""
+
     backend = BACKEND_DOMXML
     domain: Optional[str]
     target_dev: Optional[str]
@@ -154,8 +166,9 @@ class SetDiskIoTune(Op):
         return (sh(*argv, "--config"),)
 
 
-@dataclass(frozen=True)
 class SetCpuTune(Op):
+    """Set ``<cputune>`` period, quota and/or shares."""
+
     backend = BACKEND_DOMXML
     domain: Optional[str]
     period: Optional[int] = None
@@ -179,8 +192,9 @@ class SetCpuTune(Op):
         return (sh(*argv),)
 
 
-@dataclass(frozen=True)
 class SetVcpuLimit(Op):
+    """Set oVirt's ``<ovirt-tune:qos><vcpuLimit>`` (MOM enforces it)."""
+
     backend = BACKEND_DOMXML
     domain: Optional[str]
     limit: int
@@ -198,11 +212,12 @@ class SetVcpuLimit(Op):
 
 # -- the plan ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record):
+    """Operations, warnings and notes, in order."""
+
     ops: Tuple[Op, ...] = ()
     warnings: Tuple[str, ...] = ()
-    notes: Tuple[str, ...] = field(default=())
+    notes: Tuple[str, ...] = ()
 
     def __add__(self, other):
         return Plan(self.ops + other.ops, self.warnings + other.warnings,

@@ -51,7 +51,8 @@ Validation limits, and where they come from (docs/policy.md has the full table):
 import fnmatch
 import os
 import re
-from dataclasses import dataclass, field, replace
+from ._dataclasses import dataclass, field, replace
+from ._record import Record
 from typing import Dict, Optional, Tuple
 
 from .errors import ConfigError
@@ -109,8 +110,7 @@ NOVA_CPU_KEYS = {"quota:cpu_quota": "quota", "quota:cpu_period": "period",
 
 # -- model --------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Rate:
+class Rate(Record):
     """One direction of a libvirt ``<bandwidth>``, in libvirt units."""
 
     average: Optional[int] = None
@@ -125,8 +125,9 @@ class Rate:
         return [(f, getattr(self, f)) for f in RATE_FIELDS if getattr(self, f) is not None]
 
 
-@dataclass(frozen=True)
-class Bandwidth:
+class Bandwidth(Record):
+    """A libvirt ``<bandwidth>``: the guest's inbound and outbound rates."""
+
     inbound: Optional[Rate] = None
     outbound: Optional[Rate] = None
 
@@ -138,8 +139,7 @@ class Bandwidth:
         return getattr(self, name)
 
 
-@dataclass(frozen=True)
-class IoTune:
+class IoTune(Record):
     """Ordered ``<iotune>`` children: ((name, value), ...) in libvirt RNG order."""
 
     values: Tuple[Tuple[str, object], ...] = ()
@@ -155,8 +155,7 @@ class IoTune:
         return cls(tuple((k, d[k]) for k in IOTUNE_KEYS if k in d))
 
 
-@dataclass(frozen=True)
-class DiskRule:
+class DiskRule(Record):
     """Disk settings for disks matching ``bus`` or ``target`` (an fnmatch glob)."""
 
     iotune: IoTune
@@ -172,8 +171,9 @@ class DiskRule:
         return "target=%s" % self.target if self.target is not None else "bus=%s" % self.bus
 
 
-@dataclass(frozen=True)
-class CpuTune:
+class CpuTune(Record):
+    """A profile's CPU settings (cap as ``limit`` or ``period``/``quota``; ``shares``)."""
+
     limit: Optional[int] = None     # percent of host CPU (oVirt vcpuLimit)
     period: Optional[int] = None    # microseconds
     quota: Optional[int] = None     # microseconds, -1 = unlimited
@@ -185,6 +185,8 @@ class CpuTune:
 
 @dataclass(frozen=True)
 class Profile:
+    """One ``[profile NAME]`` with its disk rules, validated."""
+
     name: str
     on_existing: str = ON_EXISTING_FILL
     bandwidth: Bandwidth = field(default_factory=Bandwidth)
@@ -210,6 +212,8 @@ class Profile:
 
 @dataclass(frozen=True)
 class Settings:
+    """The ``[settings]`` section."""
+
     default_profile: Optional[str] = None
     ovsdb: str = DEFAULT_OVSDB
     ovsdb_timeout: float = DEFAULT_OVSDB_TIMEOUT
@@ -229,6 +233,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class Config:
+    """A whole policy file: settings and profiles by name."""
+
     path: Optional[str]
     settings: Settings = field(default_factory=Settings)
     profiles: Dict[str, Profile] = field(default_factory=dict)
@@ -758,8 +764,7 @@ def load_config(cli_path=None, environ=None, missing_ok=False):
 PROFILE_PROPERTY = "qos_profile"
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(Record):
     """Where profile names come from, in order of precedence (first wins).
 
     For each vNIC:   vNIC custom property > VM-level name > default_profile.

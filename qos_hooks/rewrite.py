@@ -16,7 +16,7 @@ plan (and so in the log), never silently.
 """
 
 import os
-from dataclasses import replace
+from ._record import replace
 
 from .domxml import DomainDoc
 from .plan import Plan, SetCpuTune, SetDiskIoTune, SetInterfaceBandwidth, SetVcpuLimit
