@@ -112,7 +112,8 @@ def _rewrite_device(env, config, logger):
     return 0
 
 
-def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False):
+def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False,
+         collect_orphans=False):
     """Apply or clear the OVS QoS of the OVS-attached interfaces in the XML."""
     from . import desired, privclient
     _, doc = _read_doc(env, allow_interface=allow_interface)
@@ -128,7 +129,7 @@ def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False):
     logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
                 ", ".join(i.label for i in dq.interfaces) or "-")
     if action == "apply":
-        privclient.ovs_apply(dq, config, env, logger)
+        privclient.ovs_apply(dq, config, env, logger, collect_orphans=collect_orphans)
     else:
         privclient.ovs_clear(dq, config, env, logger, libvirt_leftovers=libvirt_leftovers)
     return 0
@@ -146,7 +147,9 @@ def after_nic_hotplug(env, config, logger):
 
 
 def after_update_device(env, config, logger):
-    return _ovs(env, config, logger, "apply", allow_interface=True)
+    # libvirt already rewrote the port's QoS with its own row for the new
+    # <bandwidth>, leaving ours unreferenced: apply, then collect it
+    return _ovs(env, config, logger, "apply", allow_interface=True, collect_orphans=True)
 
 
 def after_nic_hotunplug(env, config, logger):

@@ -204,23 +204,12 @@ def set_domain(conn, name, config, *, profile=None, live=False, persistent=False
         dq = desired.domain_qos(live_doc)
         if dq.interfaces:
             env = os.environ if environ is None else environ
-            privclient.ovs_apply(dq, config, env, logger)
+            # libvirt (>= 7.10) answered setInterfaceParameters on an OVS port
+            # by pointing Port.qos at a new QoS row of its own: apply ours,
+            # then remove the qos-hooks row that no Port references any more
+            privclient.ovs_apply(dq, config, env, logger, collect_orphans=True)
             summary["ovs"] = [i.label for i in dq.interfaces]
             logger.info("OVS QoS applied for %s", ", ".join(summary["ovs"]))
-            if not privclient.use_helper(env):
-                # libvirt (>= 7.10) answers setInterfaceParameters on an OVS
-                # port by creating its OWN new QoS and pointing Port.qos at it,
-                # which leaves the QoS row qos-hooks had there unreferenced
-                # (apply then replaces libvirt's row by a new one of ours).
-                # Remove qos-hooks rows that no Port references.  (The helper
-                # has no gc action: through it, the orphan goes at release.)
-                from . import ovs_backend
-                report = ovs_backend.gc(remote=config.settings.ovsdb,
-                                        timeout=config.settings.ovsdb_timeout)
-                n = len(report.plan.ops)
-                if n:
-                    logger.info("removed %d unreferenced qos-hooks OVS row(s) left by "
-                                "libvirt's own QoS update", n)
     return summary
 
 

@@ -61,11 +61,13 @@ _EXIT_ERRORS = {
 }
 
 
-def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False):
+def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False,
+               collect_orphans=False):
     """Send one request to the root helper; raise the matching error on failure."""
     from .privhelper import build_request
     argv = helper_argv(environ)
-    request = build_request(action, dq, libvirt_leftovers=libvirt_leftovers)
+    request = build_request(action, dq, libvirt_leftovers=libvirt_leftovers,
+                            collect_orphans=collect_orphans)
     bound = timeout + HELPER_MARGIN
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -111,23 +113,49 @@ def _kill_group(proc):
             continue
 
 
-def ovs_apply(dq, config, environ, logger):
-    """Apply a DomainQos to OVS by the route this process is allowed to use."""
-    return _route("apply", dq, config, environ, logger)
+def ovs_apply(dq, config, environ, logger, collect_orphans=False):
+    """Apply a DomainQos to OVS by the route this process is allowed to use.
+
+    ``collect_orphans``: afterwards, remove qos-hooks QoS/Queue rows that no
+    Port references.  Needed after libvirt (>= 7.10) changed an OVS port's
+    bandwidth itself (updateDevice, setInterfaceParameters): libvirt points
+    Port.qos at a new QoS of its own, which leaves ours unreferenced.
+    """
+    timeout = config.settings.ovsdb_timeout
+    if use_helper(environ):
+        return run_helper("apply", dq, timeout=timeout, environ=environ, logger=logger,
+                          collect_orphans=collect_orphans)
+    return backend_apply(dq, config, logger, collect_orphans=collect_orphans)
 
 
 def ovs_clear(dq, config, environ, logger, libvirt_leftovers=False):
-    return _route("clear", dq, config, environ, logger, libvirt_leftovers)
-
-
-def _route(action, dq, config, environ, logger, libvirt_leftovers=False):
     timeout = config.settings.ovsdb_timeout
     if use_helper(environ):
-        return run_helper(action, dq, timeout=timeout, environ=environ, logger=logger,
+        return run_helper("clear", dq, timeout=timeout, environ=environ, logger=logger,
                           libvirt_leftovers=libvirt_leftovers)
+    return backend_clear(dq, config, logger, libvirt_leftovers=libvirt_leftovers)
+
+
+def backend_apply(dq, config, logger, collect_orphans=False):
+    """In-process OVS backend call (root); the whole call stays within
+    ``ovsdb_timeout``."""
+    import time
     from . import ovs_backend
-    remote = config.settings.ovsdb
-    if action == "apply":
-        return ovs_backend.apply_domain(dq, remote=remote, timeout=timeout, verify=True)
-    return ovs_backend.clear_domain(dq, remote=remote, timeout=timeout,
+    remote, timeout = config.settings.ovsdb, config.settings.ovsdb_timeout
+    t0 = time.monotonic()
+    report = ovs_backend.apply_domain(dq, remote=remote, timeout=timeout, verify=True)
+    if collect_orphans:
+        left = max(0.5, timeout - (time.monotonic() - t0))
+        gc = ovs_backend.gc(remote=remote, timeout=left)
+        n = len(gc.plan.ops)
+        if n:
+            logger.info("removed %d unreferenced qos-hooks OVS row(s) (libvirt had "
+                        "replaced the port's QoS with its own)", n)
+    return report
+
+
+def backend_clear(dq, config, logger, libvirt_leftovers=False):
+    from . import ovs_backend
+    return ovs_backend.clear_domain(dq, remote=config.settings.ovsdb,
+                                    timeout=config.settings.ovsdb_timeout,
                                     libvirt_leftovers=libvirt_leftovers)

@@ -8,11 +8,14 @@ this project's qemu hook installed in libvirt's hook directory
 * destroy: zero QoS and Queue rows left for the domain, whoever made them
   (libvirt 9.0 leaks its own; the release hook removes them);
 * 20 start/destroy cycles: zero rows leaked;
+* VDSM's vNIC update (libvirt updateDeviceFlags + after_update_device):
+  new limits without a restart, no orphaned row;
 * libvirtd restarted while a guest runs: ``reconnect`` re-applies;
 * ``qos-hooks set`` on a running domain: libvirt's interface parameters
   and OVS both carry the new profile.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -32,6 +35,8 @@ GOLD_XML = ("<inbound average='1000' peak='2000' burst='256'/>"
 GOLD = policy.Bandwidth(inbound=policy.Rate(average=1000, peak=2000, burst=256),
                         outbound=policy.Rate(average=500, burst=128))
 CYCLES = 20
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELPER = os.path.join(REPO, "libexec", "qos-hooks-helper")
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +169,39 @@ def test_set_on_the_real_libvirtd(host):
         assert r.returncode == 0, r.stderr
         assert "OVS QoS applied" in r.stdout
         assert_applied(host, _tap(dom), GOLD, u)
+    finally:
+        dom.destroy()
+    assert _rows_for(host, u) == [[], []]
+
+
+def test_vdsm_update_device_changes_limits_without_restart(host, tmp_path):
+    """VDSM's vNIC update: libvirt updateDeviceFlags with the new <bandwidth>
+    (libvirt 9.0 then writes its own OVS QoS and orphans ours), then the
+    after_update_device hook as VDSM runs it, through the root helper: the
+    new limits stand, and only one QoS + Queue row is left for the vNIC."""
+    import libvirt
+    from tests.vdsm_runner import run_hook_dir
+    dom, u = _start(host, "qh4-e2e-update")
+    try:
+        dev = _tap(dom)
+        xml = dom.XMLDesc(0)
+        old_iface = re.search(r"<interface type='bridge'>.*?</interface>", xml, re.S).group(0)
+        new_iface = re.sub(r"<bandwidth>.*?</bandwidth>",
+                           "<bandwidth><inbound average='250'/><outbound average='125'/>"
+                           "</bandwidth>", old_iface, flags=re.S)
+        dom.updateDeviceFlags(new_iface, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        conf = tmp_path / "q.conf"
+        conf.write_text("[settings]\novsdb = %s\novsdb_timeout = 5\n" % host.remote)
+        env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), QOS_HOOKS_VIA_HELPER="1",
+                   QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER)
+        res = run_hook_dir(os.path.join(REPO, "hooks", "after_update_device"), new_iface,
+                           hook_point="after_update_device", vm_id=u, base_env=env,
+                           timeout=60)
+        assert res.rcs == (0,), res.stderr
+        assert "ERROR" not in res.stderr, res.stderr
+        silver = policy.Bandwidth(inbound=policy.Rate(average=250),
+                                  outbound=policy.Rate(average=125))
+        assert_applied(host, dev, silver, u)
     finally:
         dom.destroy()
     assert _rows_for(host, u) == [[], []]
