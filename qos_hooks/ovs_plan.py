@@ -593,6 +593,11 @@ def plan_apply(snapshot, dq, *, replace_libvirt=True, remote=None):
             outcomes.append(PortOutcome(iface.mac, iface.target_dev, port_name, "planned"))
             continue
         port, problem = resolve(snapshot, iface)
+        if port is None and not settings.has_inbound and not settings.has_outbound:
+            # nothing wanted and no port: nothing of ours can be there either
+            outcomes.append(PortOutcome(iface.mac, iface.target_dev, None, "unchanged",
+                                        "no QoS wanted; %s" % problem))
+            continue
         if port is None:
             warnings.append("%s: %s" % (label, problem))
             outcomes.append(PortOutcome(iface.mac, iface.target_dev, None,

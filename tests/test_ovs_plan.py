@@ -203,3 +203,36 @@ def test_gc_only_orphans():
     plan = P.plan_gc(s, libvirt_leftovers=True)
     assert "l1" in {getattr(op, "qos_uuid", None) for op in plan.ops}
     assert not {"n1", "x1"} & {getattr(op, "qos_uuid", None) for op in plan.ops}
+
+
+def test_missing_port_is_an_error_only_when_qos_is_wanted():
+    s = snap()
+    plan, outcomes = P.plan_apply(s, dq(InterfaceQos(MAC, "vnet9", bw(inb=dict(average=1)))))
+    assert outcomes[0].action == "not-found" and not outcomes[0].ok
+    assert any("no OVS Port named vnet9" in w for w in plan.warnings)
+    plan, outcomes = P.plan_apply(s, dq(InterfaceQos(MAC, "vnet9", Bandwidth())))
+    assert outcomes[0].ok and plan.ops == ()
+
+
+def test_importing_the_backend_loads_neither_ovs_nor_pyroute2():
+    """The VM-start hook path must not pay for the OVS and netlink libraries."""
+    import subprocess
+    import sys
+    code = ("import sys, qos_hooks.ovs_backend, qos_hooks.ovs_plan, qos_hooks.ovsdb, "
+            "qos_hooks.tc, qos_hooks.ovs_commands; "
+            "bad = [m for m in ('ovs', 'pyroute2') if m in sys.modules]; "
+            "sys.exit('imported: %s' % bad if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE,
+                       universal_newlines=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_sandbox_requirement_fails_under_ci_and_skips_otherwise(monkeypatch):
+    from _pytest.outcomes import Failed, Skipped
+    from tests.ovs_sandbox import require
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(Failed, match="needs frobnicator"):
+        require("needs frobnicator")
+    monkeypatch.delenv("CI")
+    with pytest.raises(Skipped, match="needs frobnicator"):
+        require("needs frobnicator")
