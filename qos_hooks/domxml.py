@@ -424,8 +424,11 @@ class DomainDoc:
             if isinstance(child.tag, str) and etree.QName(child).localname == "vcpuLimit":
                 lim = child
         if lim is None:
-            # vdsm reads the child without a namespace (FIELD_NOTES section 3;
-            # vdsm virt/vm.py reads <ovirt-tune:qos><vcpuLimit>)
+            # No namespace on the child: vdsm writes it as
+            # vmxml.Element("vcpuLimit") under the qos metadata element
+            # (lib/vdsm/virt/vm.py updateVmPolicy) and reads it back with
+            # find_first(qos, "vcpuLimit") (_updateVcpuLimit, run at VM start
+            # from _dom_vcpu_setup), reporting it as vcpuUserLimit to MOM.
             lim = etree.Element("vcpuLimit")
             _insert(q, lim, None)
         lim.text = str(percent)

@@ -405,3 +405,17 @@ def test_only_qos_lines_differ():
                "<ovirt-tune:qos", "</ovirt-tune:qos>", "<vcpuLimit>")
     for line in changed:
         assert line[2:].strip().startswith(allowed), line
+
+
+def test_nic_hotplug_document():
+    """before_nic_hotplug / before_update_device hand over one <interface>:
+    the vNIC's property (environment) picks the profile; no disks, no CPU."""
+    nic = b"<interface type='bridge'><mac address='52:54:00:aa:00:01'/>" \
+          b"<source bridge='br0'/><bandwidth/></interface>"
+    doc = DomainDoc(nic, "nic.xml", allow_interface=True)
+    plan = rewrite(doc, config(CONF), policy.Selection(env_nic_profile="fill"), host_cpus=8)
+    assert [type(o) for o in plan.ops] == [SetInterfaceBandwidth]
+    out = DomainDoc(doc.serialize(), allow_interface=True)
+    assert out.interfaces()[0].bandwidth == Bandwidth(inbound=Rate(average=12500, peak=25000),
+                                                      outbound=Rate(average=6250))
+    assert plan.ops[0].profile == "fill (vNIC custom property qos_profile (environment))"
