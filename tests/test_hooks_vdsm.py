@@ -383,3 +383,47 @@ def test_hook_point_import_cost_stays_light():
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                          universal_newlines=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def _procs_with(marker):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_hanging_helper_is_killed_and_the_hook_bounded(tmp_path, make_env):
+    """A helper that never answers (stuck on OVSDB, or anything else): the
+    hook kills its process group at ovsdb_timeout + HELPER_MARGIN and exits
+    by the failure policy; nothing of the helper is left running."""
+    marker = "qh4-hang-%d" % os.getpid()
+    hang = tmp_path / marker  # its path is in the shell's command line
+    hang.write_text("#!/bin/sh\nwhile :; do sleep 1; done\n")
+    hang.chmod(0o755)
+    env = make_env(timeout=1)
+    env.update(QOS_HOOKS_HELPER=str(hang))
+    live = domain_xml(iface_xml(MAC0, target="vnet0", bandwidth="<inbound average='1000'/>"))
+    res = run("after_vm_start", live, env, vm_id=UUID, timeout=1 + 4 + 5)
+    assert res.rcs == (0,)
+    assert "did not finish within" in res.stderr
+    env_fail = dict(env)
+    env_fail["QOS_HOOKS_CONFIG"] = str(tmp_path / "fail.conf")
+    (tmp_path / "fail.conf").write_text(CONF.format(
+        remote="unix:/nonexistent", timeout=1, extra="on_error.after_vm_start = fail"))
+    res = run("after_vm_start", live, env_fail, vm_id=UUID, timeout=1 + 4 + 5)
+    assert res.rcs == (1,)
+    assert _procs_with(marker) == []
+    # and the check above can see such a process at all
+    p = subprocess.Popen([str(hang)])
+    try:
+        assert _procs_with(marker) == [p.pid]
+    finally:
+        p.kill()
+        p.wait()
