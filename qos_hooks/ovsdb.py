@@ -224,6 +224,10 @@ class Connection:
         attempts = 0
         while True:
             attempts += 1
+            # ovs/db/idl.py Transaction docs: on TRY_AGAIN, wait for change_seqno
+            # to differ from its value BEFORE the commit (the conflicting update
+            # has usually arrived by the time the reply does)
+            seq = self.idl.change_seqno
             snap = self.snapshot()
             txn = Transaction(self.idl)
             txn.add_comment(comment)
@@ -245,7 +249,6 @@ class Connection:
                     raise BackendTimeout("OVSDB at %s: transaction still conflicting after %d "
                                          "attempts in %.1fs" % (self.remote, attempts,
                                                                  self.deadline.timeout))
-                seq = self.idl.change_seqno
                 self._wait_until(lambda: self.idl.change_seqno != seq
                                  and self.idl.state == self.idl.IDL_S_MONITORING,
                                  "OVSDB at %s: no update after a conflict" % self.remote)

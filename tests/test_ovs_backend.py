@@ -320,3 +320,25 @@ def test_api_surface():
     sig = inspect.signature(ovs_backend.clear_domain)
     assert sig.parameters["libvirt_leftovers"].default is False
     assert issubclass(VerifyError, Exception)
+
+
+def test_conflicting_writer_forces_a_replay_and_loses_nothing(ovs_sandbox, monkeypatch):
+    """A concurrent write to a column our decision read (Interface external_ids)
+    between our read and our commit: verify() makes the commit TRY_AGAIN, the
+    transaction is re-planned and replayed, and the other writer's key stays."""
+    sb = ovs_sandbox
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC})
+    real = ovs_backend.plan_apply
+    calls = []
+
+    def racing_plan_apply(snap, dq, **kw):
+        calls.append(1)
+        if len(calls) == 1:   # after our snapshot, before our commit
+            sb.vsctl("set", "Interface", "vnet0", "external_ids:other-writer=1")
+        return real(snap, dq, **kw)
+    monkeypatch.setattr(ovs_backend, "plan_apply", racing_plan_apply)
+    report = apply(sb, dq_for(iface()))
+    assert report.attempts == 2 and len(calls) >= 2
+    ids = sb.vsctl_json("Interface", "external_ids", where=["name=vnet0"])[0]["external_ids"]
+    assert ids["other-writer"] == "1" and ids[OWNER_KEY] == U and ids["attached-mac"] == MAC
+    assert len(owned(sb, "QoS")) == 1 and len(owned(sb, "Queue")) == 1
