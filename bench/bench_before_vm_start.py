@@ -103,7 +103,7 @@ def _time(argv, env, before=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=15, help="runs of each command (default 15)")
+    ap.add_argument("--runs", type=int, default=21, help="runs of each command (default 21)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even above the target")
@@ -150,8 +150,10 @@ def main(argv=None):
 
     h, fl = statistics.median(hook_t), statistics.median(floor_t)
     ratio = h / fl
+    min_ratio = min(hook_t) / min(floor_t)   # less sensitive to a busy machine
     result = {"runs": args.runs, "hook_median_ms": round(h * 1000, 2),
               "floor_median_ms": round(fl * 1000, 2), "ratio": round(ratio, 3),
+              "min_ratio": round(min_ratio, 3),
               "target": TARGET, "within_target": ratio <= TARGET,
               "nics": 32, "disks": 32, "python": sys.version.split()[0]}
     if args.json:
@@ -160,6 +162,8 @@ def main(argv=None):
         print("before_vm_start (32 NICs, 32 disks): median %.1f ms over %d runs"
               % (h * 1000, args.runs))
         print("floor python3 -c 'import lxml.etree': median %.1f ms" % (fl * 1000))
+        print("fastest runs: hook %.1f ms, floor %.1f ms (ratio %.2fx)"
+              % (min(hook_t) * 1000, min(floor_t) * 1000, min_ratio))
         print("ratio %.2fx (target <= %.1fx): %s"
               % (ratio, TARGET, "OK" if ratio <= TARGET else "ABOVE TARGET"))
     return 0 if ratio <= TARGET or args.no_fail else 1
