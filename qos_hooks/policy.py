@@ -4,7 +4,7 @@ File format (INI, configparser's dialect with ``=`` only; ``#`` and ``;``
 comments, also after whitespace at the end of a line; see read_ini)::
 
     [settings]
-    default_profile = silver          ; used when nothing else names one
+    default_profile = gold            ; used when nothing else names one
     ovsdb = unix:/run/openvswitch/db.sock
     ovsdb_timeout = 5                 ; seconds, whole operation
 

@@ -485,3 +485,19 @@ def test_cpu_cap_follows_mom():
     assert period > 100000 and quota >= 1000
     assert period <= policy.CPU_PERIOD_MAX
     assert policy.cpu_quota_for_limit(50, 100000, 16, 4) == 200000
+
+
+# -- the documented examples parse -----------------------------------------------------------
+
+def test_examples_in_the_docs_parse():
+    """Every ```ini block of docs/policy.md and the example in policy's
+    docstring is a valid policy file."""
+    import re
+    root = os.path.dirname(EXAMPLE)
+    with open(os.path.join(root, "..", "docs", "policy.md")) as f:
+        blocks = re.findall(r"```ini\n(.*?)```", f.read(), re.S)
+    assert len(blocks) >= 2
+    block = policy.__doc__.split("::\n\n", 1)[1].split("\n\nValidation", 1)[0]
+    for text in blocks + [textwrap.dedent(block)]:
+        c = policy.parse_config(text, "doc")
+        assert c.profiles
