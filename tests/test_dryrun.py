@@ -233,3 +233,34 @@ def test_writes_nothing(tmp_path):
     assert p.returncode == EXIT_CONFIG
     assert snapshot() == before
     assert list(work.iterdir()) == []
+
+
+def test_colour_on_a_terminal_only():
+    """--color auto (the default): colour when stdout is a terminal, unless NO_COLOR."""
+    import pty
+    import subprocess
+    import sys
+
+    def on_tty(env_extra):
+        master, slave = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        env.update(PYTHONPATH=ROOT, **env_extra)
+        p = subprocess.Popen([sys.executable, "-m", "qos_hooks", "dry-run", "--config", CONF,
+                              OVIRT], stdout=slave, stderr=subprocess.DEVNULL, env=env,
+                             cwd=ROOT)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:       # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        assert p.wait(timeout=60) == 0
+        return out
+
+    assert b"\x1b[32m+" in on_tty({})
+    assert b"\x1b[" not in on_tty({"NO_COLOR": "1"})
