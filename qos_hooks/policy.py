@@ -752,7 +752,7 @@ def load_config(cli_path=None, environ=None, missing_ok=False):
     except OSError as e:
         raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")   # an editor's BOM is not a syntax error
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text", path=path, line=line)

@@ -501,3 +501,9 @@ def test_examples_in_the_docs_parse():
     for text in blocks + [textwrap.dedent(block)]:
         c = policy.parse_config(text, "doc")
         assert c.profiles
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "bom.conf"
+    path.write_bytes(b"\xef\xbb\xbf[profile p]\ninbound.average = 5\n")
+    assert policy.load_config(str(path)).profiles["p"].bandwidth.inbound == Rate(average=5)
