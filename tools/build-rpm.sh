@@ -33,7 +33,8 @@ version=$("$PYTHON" -c 'import qos_hooks; print(qos_hooks.__version__)')
 # egg-info goes to the work dir, not the source tree (concurrent builds).
 "$PYTHON" setup.py -q egg_info --egg-base "$workdir/egg" sdist -d "$workdir/SOURCES" >&2 2>/dev/null \
   || "$PYTHON" setup.py egg_info --egg-base "$workdir/egg" sdist -d "$workdir/SOURCES" >&2
-sdist=$(ls -t "$workdir"/SOURCES/*.tar.gz | head -n1)
+sdists=("$workdir"/SOURCES/*.tar.gz)       # SOURCES was emptied above: exactly one
+sdist=${sdists[0]}
 sdist_name=$(basename "$sdist" .tar.gz)
 
 nodeps=()
@@ -57,5 +58,6 @@ rpmbuild -ba "${nodeps[@]}" \
   --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
   "$workdir/SPECS/qos-hooks.spec" >&2
 
-rel=$(rpm -q --qf '%{RELEASE}\n' --specfile "$workdir/SPECS/qos-hooks.spec" 2>/dev/null | head -n1)
+# (no `| head`: with pipefail, rpm's SIGPIPE would fail the script)
+rel=$(rpm -q --qf '%{RELEASE}\n' --specfile "$workdir/SPECS/qos-hooks.spec" 2>/dev/null | sed -n 1p)
 ls -1 "$outdir"/*-"$version"-"$rel".*.rpm
