@@ -186,8 +186,8 @@ def _exec_set_policing(conn, txn, op):
 
 
 def _exec_destroy_qos(conn, txn, op):
-    if op.port:
-        port = conn.port_row(op.port)
+    for name in op.ports:
+        port = conn.port_row(name)
         if port is not None:
             port.verify("qos")
             if port.qos and str(port.qos[0].uuid) == op.qos_uuid:

@@ -390,19 +390,24 @@ class DestroyQos(Op):
     reason: str = ""
     domain_uuid: Optional[str] = None
     remote: Optional[str] = None
+    also_ports: Tuple[str, ...] = ()    # further Ports pointing at it (cleared too)
+
+    @property
+    def ports(self):
+        return ((self.port,) if self.port else ()) + self.also_ports
 
     def describe(self):
         text = "destroy %s QoS %s" % (self.owner, self.qos_uuid)
         if self.queue_uuids:
             text += " and Queue %s" % ", ".join(self.queue_uuids)
-        if self.port:
-            text += " after clearing Port %s qos" % self.port
+        if self.ports:
+            text += " after clearing Port %s qos" % ", ".join(self.ports)
         return text + (" (%s)" % self.reason if self.reason else "")
 
     def commands(self):
         argv = _vsctl(self.remote)
-        if self.port:
-            argv += ["--", "clear", "Port", self.port, "qos"]
+        for port in self.ports:
+            argv += ["--", "clear", "Port", port, "qos"]
         argv += ["--", "destroy", "QoS", self.qos_uuid]
         for q in self.queue_uuids:
             argv += ["--", "destroy", "Queue", q]
@@ -745,10 +750,8 @@ def plan_clear(snapshot, dq, *, libvirt_leftovers=False, remote=None):
         ops.append(DestroyQos(qos.uuid, _queues_to_destroy(snapshot, qos),
                               OWNER_QOS_HOOKS, port=users[0].name if users else None,
                               reason="clear for domain %s" % (dq.uuid or "?"),
-                              domain_uuid=dq.uuid, remote=remote))
-        for extra in users[1:]:
-            ops.append(DestroyQos(qos.uuid, (), OWNER_QOS_HOOKS, port=extra.name,
-                                  reason="also used here", domain_uuid=dq.uuid, remote=remote))
+                              domain_uuid=dq.uuid, remote=remote,
+                              also_ports=tuple(u.name for u in users[1:])))
     for port in sorted(snapshot.ports.values(), key=lambda p: p.name):
         iface = snapshot.interface_of(port)
         if iface is None or not selected(iface.external_ids):

@@ -236,3 +236,15 @@ def test_sandbox_requirement_fails_under_ci_and_skips_otherwise(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(Skipped, match="needs frobnicator"):
         require("needs frobnicator")
+
+
+def test_clear_unhooks_every_port_sharing_an_owned_qos_in_one_op():
+    mine = dict(P._tags(U, MAC, "vnet0"))
+    s = snap(ports=[("vnet0", {}, "q1", 0), ("vnet1", {}, "q1", 0)],
+             qos=[P.QosRow("q1", "linux-htb", {}, {0: "u1"}, mine)],
+             queues=[P.QueueRow("u1", {}, mine)])
+    plan, _ = P.plan_clear(s, dq())
+    (op,) = plan.ops
+    assert op.ports == ("vnet0", "vnet1") and op.queue_uuids == ("u1",)
+    assert op.commands()[0].count("clear Port") == 2
+    assert any("several ports" in w for w in plan.warnings)
