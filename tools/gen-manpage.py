@@ -155,8 +155,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     date = args.date
     if date is None and os.environ.get("SOURCE_DATE_EPOCH"):
-        date = datetime.datetime.utcfromtimestamp(
-            int(os.environ["SOURCE_DATE_EPOCH"])).date().isoformat()
+        date = datetime.datetime.fromtimestamp(
+            int(os.environ["SOURCE_DATE_EPOCH"]), datetime.timezone.utc).date().isoformat()
     text = render(date=date)
     if args.output:
         d = os.path.dirname(args.output)
