@@ -283,3 +283,31 @@ def test_vdsm_network_hook_from_rpm(unpacked, tmp_path):
     r, out = ph.run_network_hook(hook, tmp_path, config, pythonpath, _interpreter())
     assert r.returncode == 0, r.stderr.decode()
     assert out == ph.NETWORK_REQUEST
+
+
+def test_rpm_transaction_install_verify_erase(built, tmp_path):
+    """rpm itself installs the packages into an empty root, verifies them, erases them.
+
+    ``rpm -V`` compares every file's mode, owner and digest with the package:
+    %attr(440, root, root) on the sudoers drop-in included.  An edited config
+    survives erase as .rpmsave (%config(noreplace)).  --nodeps: vdsm, sudo and
+    libvirt-daemon are not in this root.
+    """
+    root = str(tmp_path)
+    rpm = ["rpm", "--root", root, "--dbpath", "/var/lib/rpm"]
+    subprocess.run(rpm + ["--initdb"], check=True, capture_output=True)
+    r = subprocess.run(rpm + ["-i", "--nodeps"] + [built[n] for n in PACKAGES],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(rpm + ["-Va", "--nodeps"], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, ""), r.stdout + r.stderr
+    st = os.stat(ph.under(root, inst.SUDOERS))
+    assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == (oct(0o440), 0, 0)
+    with open(ph.under(root, inst.CONFIG), "a") as f:
+        f.write("\n# edited by the operator\n")
+    r = subprocess.run(rpm + ["-e", "--nodeps"] + list(PACKAGES), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    left = {"/" + os.path.relpath(os.path.join(d, f), root)
+            for d, _, files in os.walk(root) for f in files}
+    left = {p for p in left if not p.startswith("/var/lib/rpm")}
+    assert left == {inst.CONFIG + ".rpmsave"}
