@@ -68,6 +68,8 @@ def ovs_plan(doc, config, remote, timeout):
 def build(args):
     """Everything dry-run shows: (doc, before, after, plan)."""
     config = policy.load_config(args.config)
+    from . import log
+    log.apply_config_level(config.settings)
     data, source = read_input(args.domain_xml)
     doc = DomainDoc(data, source, allow_interface=True)
     selection = policy.Selection(cli_profile=args.profile)

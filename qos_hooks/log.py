@@ -26,7 +26,8 @@ FORMAT = "qos-hooks[%(process)d] %(levelname)s %(qos_context)s%(message)s"
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 # what the last setup() asked for: (context prefix, level number, stream)
-_state = {"ctx": "", "level": 20, "stream": None, "real": False}
+_state = {"ctx": "", "level": 20, "stream": None, "real": False, "explicit": False,
+          "lean": None}
 
 
 def _level_number(level):
@@ -111,10 +112,30 @@ def setup(context=None, level=None, stream=None):
     The result has ``debug``, ``info``, ``warning``, ``error``, ``exception``
     (and is a real ``logging.Logger`` when :mod:`logging` is already loaded).
     """
-    _state.update(ctx=_context_prefix(context), level=_level_number(level), stream=stream)
+    _state.update(ctx=_context_prefix(context), level=_level_number(level), stream=stream,
+                  explicit=bool(level or os.environ.get(LOG_LEVEL_ENV)))
     if "logging" in sys.modules or _state["real"]:
         return _setup_real()
-    return LeanLogger(_state["ctx"], _state["level"], stream)
+    _state["lean"] = LeanLogger(_state["ctx"], _state["level"], stream)
+    return _state["lean"]
+
+
+def apply_config_level(settings):
+    """Apply ``log_level`` from the policy file's ``[settings]``.
+
+    The command line (``--log-level``) and ``$QOS_HOOKS_LOG_LEVEL`` win: the
+    file's level only replaces the default (INFO).
+    """
+    name = dict(getattr(settings, "extra", ()) or ()).get("log_level")
+    if not name or _state["explicit"]:
+        return
+    level = _level_number(name)
+    _state["level"] = level
+    if _state["lean"] is not None:
+        _state["lean"].level = level
+    if _state["real"]:
+        import logging
+        logging.getLogger(LOGGER_NAME).setLevel(level)
 
 
 def get(name=None):

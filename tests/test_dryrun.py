@@ -264,3 +264,4 @@ def test_colour_on_a_terminal_only():
 
     assert b"\x1b[32m+" in on_tty({})
     assert b"\x1b[" not in on_tty({"NO_COLOR": "1"})
+
