@@ -5,6 +5,7 @@ htb classes as text even with -j), never the code under test.
 """
 
 import concurrent.futures
+import multiprocessing
 import re
 
 import pytest
@@ -281,7 +282,9 @@ def test_32_parallel_applies_all_land(ovs_sandbox):
                               (InterfaceQos(mac, "vnet%d" % i,
                                             Bandwidth(inbound=Rate(average=100 + i, burst=10 + i),
                                                       outbound=Rate(average=50 + i))),)))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+    # separate processes, like 32 hooks of 32 VMs starting together
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
         futures = [pool.submit(ovs_backend.apply_domain, d, remote=sb.remote, timeout=120,
                                verify=False) for d in doms]
         reports = [f.result() for f in futures]
@@ -295,7 +298,6 @@ def test_32_parallel_applies_all_land(ovs_sandbox):
         assert qos["vnet%d" % i]["other_config"]["max-rate"] == str((100 + i) * 8000)
         assert sb.vsctl("get", "Interface", "vnet%d" % i,
                         "ingress_policing_rate").strip() == str((50 + i) * 8)
-    assert any(r.attempts > 1 for r in reports) or True  # conflicts are possible, not required
 
 
 def test_verify_error_when_vswitchd_not_applying(ovs_sandbox):
