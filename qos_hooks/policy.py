@@ -48,7 +48,6 @@ Validation limits, and where they come from (docs/policy.md has the full table):
 * ``vcpuLimit``: percent 1..100 (oVirt engine's CPU QoS).
 """
 
-import fnmatch
 import os
 import re
 from ._dataclasses import dataclass, field, replace
@@ -164,7 +163,8 @@ class DiskRule(Record):
 
     def matches(self, bus, target):
         if self.target is not None:
-            return target is not None and fnmatch.fnmatchcase(target, self.target)
+            from fnmatch import fnmatchcase  # only profiles with target rules need it
+            return target is not None and fnmatchcase(target, self.target)
         return bus is not None and bus == self.bus
 
     def describe(self):
@@ -752,7 +752,9 @@ def load_config(cli_path=None, environ=None, missing_ok=False):
     except OSError as e:
         raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
     try:
-        text = data.decode("utf-8-sig")   # an editor's BOM is not a syntax error
+        if data.startswith(b"\xef\xbb\xbf"):   # an editor's BOM is not a syntax error
+            data = data[3:]
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text", path=path, line=line)
