@@ -9,7 +9,9 @@ carries them (qos_hooks/install.py looks there first, then next to the
 package for a source checkout or an editable install).
 """
 import os
+import sys
 
+import setuptools
 from setuptools import setup
 from setuptools.command.build_py import build_py as _build_py
 
@@ -41,5 +43,13 @@ class build_py(_build_py):
             self.mkpath(os.path.dirname(dest))
             self.copy_file(os.path.join(HERE, rel), dest, preserve_mode=True)
 
+
+# setuptools < 61 ignores [project] in pyproject.toml and would build a
+# package called UNKNOWN, version 0.0.0, without the qos_hooks package: fail
+# loudly instead (EL9 ships setuptools 53; rpm/qos-hooks.spec does not need it).
+if int(setuptools.__version__.split(".")[0]) < 61:
+    sys.exit("qos-hooks needs setuptools >= 61 to read pyproject.toml (this is %s): "
+             "use pip with build isolation, or build the RPMs (make rpm)"
+             % setuptools.__version__)
 
 setup(cmdclass={"build_py": build_py})
