@@ -88,9 +88,12 @@ def test_regression_ovs_deletes_libvirt_qdiscs_apply_survives_restart(ovs_sandbo
     assert sb.vsctl("get", "Interface", "vnet0", "ingress_policing_burst").strip() == "1024"
     want = {"1:fffe": ("16Mbit", "16Mbit"), "1:1": ("8Mbit", "8Mbit")}
     assert htb_classes(sb, "vnet0") == want
-    # the kernel refuses OVS's policer here (no 'police' action): reported, not hidden
-    assert any(d.key == "ingress policer" and not d.fatal for d in report.differences) or \
-        "ingress" in str(sb.tc_text("filter", "show", "dev", "vnet0", "ingress"))
+    # VM outbound: whatever the kernel did with OVS's policer is reported as it is.
+    # Oracle: tc.  This machine's kernel has no 'police' action, so no filter.
+    has_filter = bool(sb.tc_text("filter", "show", "dev", "vnet0", "ingress").strip())
+    unenforced = [d for d in report.differences if d.key == "ingress policer"]
+    assert bool(unenforced) == (not has_filter)
+    assert all(not d.fatal and "NOT limited" in d.note for d in unenforced)
 
     sb.restart_vswitchd()
     sb.wait_for(lambda: htb_classes(sb, "vnet0") == want, "htb classes after restart")

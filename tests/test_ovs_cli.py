@@ -100,6 +100,10 @@ def test_every_command_fails_clearly_when_ovsdb_is_down(ovs_sandbox, xml_files):
         p = run("apply", "--config", conf, "--ovsdb", sb.remote, live)   # default timeout
         assert p.returncode == 5, p.stderr
         assert "within 5.0s" in p.stderr
+        for argv in (["clear", live], ["gc"], ["status"], ["dry-run", live]):
+            p = run(argv[0], "--config", conf, "--ovsdb", sb.remote, "--timeout", "1", *argv[1:])
+            assert p.returncode == 5, (argv, p.stdout, p.stderr)
+            assert "within 1.0s" in p.stderr and "Traceback" not in p.stderr
     finally:
         sb.resume_ovsdb()
     sb.stop_ovsdb()
