@@ -18,7 +18,9 @@ from .errors import EXIT_DRIFT, EXIT_OK
 
 
 def _common(args):
-    config = policy.load_config(args.config)
+    # the default config file is optional here (settings have defaults and no
+    # profile means the XML's <bandwidth> as it is); an explicit --config must exist
+    config = policy.load_config(args.config, missing_ok=True)
     remote = getattr(args, "ovsdb", None) or config.settings.ovsdb
     timeout = getattr(args, "timeout", None) or config.settings.ovsdb_timeout
     return config, remote, timeout

@@ -115,3 +115,6 @@ def test_every_command_fails_clearly_when_ovsdb_is_down(ovs_sandbox, xml_files):
         assert "Traceback" not in p.stderr
     p = run("dry-run", "--config", conf, "--ovsdb", sb.remote, live)
     assert p.returncode == 5 and "no such socket" in p.stderr
+    # the OVS commands do not need a config file (defaults); an explicit one must exist
+    assert run("gc", "--ovsdb", sb.remote).returncode == 5
+    assert run("status", "--config", conf + ".missing", "--ovsdb", sb.remote).returncode == 3
