@@ -14,9 +14,12 @@ Public API (called by the hooks, the root helper and the CLI; stable)::
   guest point of view).  Each interface is found by ``target_dev`` (the Port /
   Interface name, ``vnetN``) or, when that is None (VDSM ``after_nic_hotplug``),
   by the Interface's ``external_ids:attached-mac``.
-* ``clear_domain`` removes what qos-hooks owns for the domain's uuid and, for
-  each interface in ``dq``, for its MAC: a hot-unplug passes a DomainQos with
-  the one interface to clear.  An interface with an empty Bandwidth in ``dq``
+* ``clear_domain`` removes what qos-hooks owns: with ``dq.interfaces`` empty,
+  every row tagged with ``dq.uuid``; with interfaces (destroy passes them
+  all, a hot-unplug passes the one to clear), the rows of those interfaces,
+  by MAC or target dev, and only if tagged with ``dq.uuid`` when it is known
+  (``vnetN`` names are reused at once).  ``gc`` catches rows left by a port
+  that vanished without a clear.  An interface with an empty Bandwidth in ``dq``
   given to ``apply_domain`` also clears that interface.
 * ``libvirt_leftovers=True`` (documented mode, off by default; CLI
   ``--libvirt-leftovers``): also destroy QoS/Queue rows tagged by libvirt with

@@ -719,12 +719,15 @@ def _owned_by(ids, domain_uuid, macs):
 
 
 def plan_clear(snapshot, dq, *, libvirt_leftovers=False, remote=None):
-    """(Plan, outcomes) removing what qos-hooks owns for dq (its uuid or MACs).
+    """(Plan, outcomes) removing what qos-hooks owns for dq.
 
-    With ``dq.interfaces`` empty, everything owned for ``dq.uuid`` goes; with
-    interfaces (hot-unplug), only rows of those MACs / target devs.
-    ``libvirt_leftovers``: also libvirt QoS/Queue rows with vm-id == dq.uuid
-    that no Port uses.
+    With ``dq.interfaces`` empty, everything owned for ``dq.uuid`` goes.  With
+    interfaces (a domain being destroyed, a hot-unplug), the rows of those
+    interfaces: by MAC, or by target dev.  When ``dq.uuid`` is known a row
+    must also carry that uuid (or none): libvirt reuses ``vnetN`` names at
+    once, and a late clear of a stopped domain must not hit the next domain's
+    rows on the same name.  ``libvirt_leftovers``: also libvirt QoS/Queue rows
+    with vm-id == dq.uuid that no Port uses.
     """
     ops, warnings, outcomes = [], [], []
     macs = {i.mac for i in dq.interfaces if i.mac}
@@ -734,8 +737,10 @@ def plan_clear(snapshot, dq, *, libvirt_leftovers=False, remote=None):
     def selected(ids):
         if OWNER_KEY not in ids:
             return False
+        if dq.uuid and ids.get(OWNER_KEY) not in (dq.uuid, ""):
+            return False
         if whole_domain:
-            return bool(dq.uuid) and ids.get(OWNER_KEY) == dq.uuid
+            return bool(dq.uuid)
         return ids.get(MAC_KEY) in macs or ids.get(IFNAME_KEY) in devs
 
     destroyed_qos = set()

@@ -248,3 +248,13 @@ def test_clear_unhooks_every_port_sharing_an_owned_qos_in_one_op():
     assert op.ports == ("vnet0", "vnet1") and op.queue_uuids == ("u1",)
     assert op.commands()[0].count("clear Port") == 2
     assert any("several ports" in w for w in plan.warnings)
+
+
+def test_late_clear_of_a_stopped_domain_spares_the_next_domain_on_a_reused_vnet():
+    theirs = dict(P._tags(OTHER, "52:54:00:00:00:02", "vnet0"))
+    s = snap(ports=[("vnet0", theirs, "q2", 800)],
+             qos=[P.QosRow("q2", "linux-htb", {}, {0: "u2"}, theirs)],
+             queues=[P.QueueRow("u2", {}, theirs)])
+    stale = dq(InterfaceQos(MAC, "vnet0", Bandwidth()))      # domain U had vnet0 before
+    plan, _ = P.plan_clear(s, stale)
+    assert plan.ops == ()
