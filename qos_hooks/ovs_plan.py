@@ -611,6 +611,7 @@ def plan_apply(snapshot, dq, *, replace_libvirt=True, remote=None):
             continue
         p_ops, refusals = _plan_port(snapshot, port, iface, settings, dq.uuid,
                                      replace_libvirt, remote)
+        p_ops.extend(_own_orphans(snapshot, port, iface, dq.uuid, p_ops, remote))
         ops.extend(p_ops)
         for r in refusals:
             warnings.append("%s (port %s): %s" % (label, port.name, r))
@@ -699,6 +700,34 @@ def _plan_port(snapshot, port, iface, settings, domain_uuid, replace_libvirt, re
         ops.append(SetPolicing(iface_row.name, iface.mac, domain_uuid, 0, 0, have[0], have[1],
                                remote=remote))
     return ops, refusals
+
+
+def _own_orphans(snapshot, port, iface, domain_uuid, planned, remote):
+    """qos-hooks QoS rows of this interface that no Port uses any more.
+
+    libvirt (>= 7.10) changing a port's bandwidth itself (updateDevice,
+    setInterfaceParameters) points Port.qos at a new QoS of its own and
+    leaves ours unreferenced; apply then replaces libvirt's and removes ours
+    in the same transaction, so one apply leaves one qos-hooks QoS per port.
+    """
+    superseded = {u for op in planned for u in getattr(op, "supersedes", ())}
+    out = []
+    gone = set(superseded)
+    for qos in sorted(snapshot.qos.values(), key=lambda q: q.uuid):
+        ids = qos.external_ids
+        if qos.owner != OWNER_QOS_HOOKS or qos.uuid in superseded or qos.uuid == port.qos:
+            continue
+        if ids.get(OWNER_KEY) not in (domain_uuid or "", ""):
+            continue
+        if not ((iface.mac and ids.get(MAC_KEY) == iface.mac) or ids.get(IFNAME_KEY) == port.name):
+            continue
+        if snapshot.ports_using_qos(qos.uuid):
+            continue
+        gone.add(qos.uuid)
+        out.append(DestroyQos(qos.uuid, _queues_to_destroy(snapshot, qos, gone), OWNER_QOS_HOOKS,
+                              reason="orphaned qos-hooks QoS of this interface (no Port uses it)",
+                              domain_uuid=domain_uuid, remote=remote))
+    return out
 
 
 def _tags_match(ids, domain_uuid, mac, ifname):

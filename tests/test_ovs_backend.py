@@ -347,3 +347,22 @@ def test_conflicting_writer_forces_a_replay_and_loses_nothing(ovs_sandbox, monke
     ids = sb.vsctl_json("Interface", "external_ids", where=["name=vnet0"])[0]["external_ids"]
     assert ids["other-writer"] == "1" and ids[OWNER_KEY] == U and ids["attached-mac"] == MAC
     assert len(owned(sb, "QoS")) == 1 and len(owned(sb, "Queue")) == 1
+
+
+def test_apply_after_libvirt_changed_the_bandwidth_leaves_one_qos(ovs_sandbox):
+    """libvirt's updateDevice/setInterfaceParameters on an OVS port points Port.qos
+    at a new QoS of its own (virnetdevopenvswitch.c finds no queue tagged for it),
+    leaving ours unreferenced: the next apply replaces libvirt's and removes ours."""
+    sb = ovs_sandbox
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC, "vm-id": U})
+    apply(sb, dq_for(iface()))
+    ours = owned(sb, "QoS")[0]["_uuid"]
+    sb.vsctl("set", "port", "vnet0", "qos=@qos1", "--", "--id=@qos1", "create", "qos",
+             "type=linux-htb", "other_config:min-rate=24000000", "queues:0=@queue0",
+             'external-ids:vm-id="%s"' % U, 'external-ids:ifname="vnet0"', "--",
+             "--id=@queue0", "create", "queue", "other_config:min-rate=24000000",
+             'external-ids:vm-id="%s"' % U, 'external-ids:ifname="vnet0"', wait=True)
+    apply(sb, dq_for(iface(bw=Bandwidth(inbound=Rate(average=3000)))))
+    assert len(rows(sb, "QoS")) == 1 and len(rows(sb, "Queue")) == 1
+    (now,) = owned(sb, "QoS")
+    assert now["_uuid"] != ours and sb.vsctl("get", "Port", "vnet0", "qos").strip() == now["_uuid"]
