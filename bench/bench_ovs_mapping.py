@@ -182,6 +182,16 @@ def main():
             results.append({"average_mbit": 8, "mapping": name, "peak_mbit": None,
                             "burst_kib": avg // 4, "sustained_over_average": round(s, 4),
                             "first_second_excess_over_burst": round(e, 3)})
+    print("\nside by side, sustained measured / configured average:")
+    print("%-18s %12s %12s %12s" % ("average (peak)", "qos-hooks", "libvirt", "tbf-noop"))
+    by = {}
+    for r in results:
+        by.setdefault((r["average_mbit"], r["peak_mbit"]), {})[r["mapping"]] = r
+    for (mbit, peak), row in by.items():
+        print("%-18s %12s %12s %12s" % (
+            "%d Mbit/s (%s)" % (mbit, "%d" % peak if peak else "none"),
+            *["%.3f" % row[m]["sustained_over_average"] if m in row else "-"
+              for m in ("qos-hooks", "libvirt", "tbf-noop")]))
     print("targets: sustained/avg within 1.00 +- 0.05; first-second excess <= 1.10 x burst")
     if args.json:
         print(json.dumps(results, indent=1))
