@@ -44,7 +44,6 @@ Ownership (external_ids keys):
 Every op renders as the ``ovs-vsctl`` command an operator could paste.
 """
 
-import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -887,7 +886,3 @@ def plan_domain(doc, *, config=None, remote=None, timeout=None):
     snap = ovsdb.read_snapshot(remote, t)
     plan, _ = plan_apply(snap, dq, remote=remote)
     return plan + Plan(notes=("OVSDB %s read (read-only) for this plan" % remote,))
-
-
-def new_uuid():  # pragma: no cover - helper for tests building snapshots
-    return str(_uuid.uuid4())

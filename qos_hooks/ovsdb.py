@@ -19,7 +19,6 @@
 """
 
 import errno
-import json
 import os
 import time
 import uuid as _uuid
@@ -289,7 +288,3 @@ def read_snapshot(remote, timeout):
     deadline = Deadline(timeout)
     with Connection(remote, deadline) as conn:
         return conn.snapshot()
-
-
-def dump_json(snapshot):  # pragma: no cover - debugging aid
-    return json.dumps({"ports": {k: vars(v) for k, v in snapshot.ports.items()}}, default=str)
