@@ -312,6 +312,11 @@ class SetInboundQos(Op):
         if self.supersedes:
             text += "; replaces libvirt's QoS %s (destroyed with its queues %s)" % (
                 ", ".join(self.supersedes), ", ".join(self.superseded_queues) or "-")
+        # what ovs-vswitchd then does in the kernel (lib/netdev-linux.c htb_*)
+        text += ("; ovs-vswitchd then puts on %s: htb 1:, class 1:fffe rate=ceil %s, "
+                 "class 1:1 rate=ceil %s" % (self.port or "the port",
+                                             units.format_bps(self.qos_max_rate),
+                                             units.format_bps(self.queue_max_rate)))
         return text
 
     def commands(self):
