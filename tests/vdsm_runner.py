@@ -66,12 +66,14 @@ def scripts_in(directory):
 
 def run_hook_dir(directory, data, *, hook_point=None, vm_id=None, vm_custom=None,
                  params=None, kind=DOMXML, base_env=None, raise_error=None,
-                 argv_prefix=(), timeout=120):
+                 argv_prefix=(), timeout=120, owner=None):
     """Run every hook script in ``directory``; return a HookResult.
 
     ``argv_prefix`` (e.g. ``["ip", "netns", "exec", NS]``) runs the scripts
     inside another network namespace, where the test's OVS lives.
     ``raise_error`` defaults to True for ``before_*`` hook points.
+    ``owner`` (uid, gid): chown the data file to the user the scripts run as
+    (VDSM's own file belongs to vdsm).
     """
     hook_point = hook_point or os.path.basename(os.path.normpath(directory))
     if raise_error is None:
@@ -86,6 +88,8 @@ def run_hook_dir(directory, data, *, hook_point=None, vm_id=None, vm_custom=None
         else:
             os.write(fd, (data or "").encode("utf-8") if isinstance(data, str) else data)
         os.close(fd)
+        if owner is not None:
+            os.chown(path, owner[0], owner[1])
         env = dict(os.environ if base_env is None else base_env)
         for k, v in list((params or {}).items()) + list((vm_custom or {}).items()):
             env[k] = v
