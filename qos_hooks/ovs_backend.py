@@ -3,7 +3,7 @@
 Public API (called by the hooks, the root helper and the CLI; stable)::
 
     apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=5.0, verify=True,
-                 replace_libvirt=True, netns=None) -> BackendReport
+                 replace_libvirt=True, netns=None, repair=True) -> BackendReport
     clear_domain(dq, *, remote=DEFAULT_OVSDB, timeout=5.0,
                  libvirt_leftovers=False, netns=None) -> BackendReport
     gc(*, remote=DEFAULT_OVSDB, timeout=5.0, dry_run=False,
@@ -57,7 +57,8 @@ from typing import Optional, Tuple
 from .errors import ApplyError, BackendTimeout, OwnershipError, VerifyError
 from .ovs_plan import (DestroyQos, DestroyQueue, Difference, OvsSettings, PortOutcome,
                        SetInboundQos, SetPolicing, map_bandwidth, ovsdb_actual,
-                       ovsdb_differences, plan_apply, plan_clear, plan_gc, resolve,
+                       ovsdb_differences, plan_apply, plan_clear, plan_gc, plan_repair,
+                       resolve,
                        OWNER_KEY, MAC_KEY, IFNAME_KEY, OWNER_QOS_HOOKS, QOS_TYPE)
 from .plan import BACKEND_OVSDB, Plan
 from .policy import DEFAULT_OVSDB, DEFAULT_OVSDB_TIMEOUT
@@ -222,6 +223,28 @@ def execute(conn, txn, plan):
         EXECUTORS[type(op)](conn, txn, op)
 
 
+def _reattach(conn, ops):
+    """Execute ReattachQos ops: two transactions, each waited for (see the op)."""
+    def unhook(snap, txn):
+        for op in ops:
+            port = conn.port_row(op.port)
+            if port is not None and port.qos and str(port.qos[0].uuid) == op.qos_uuid:
+                port.verify("qos")
+                _set_ref(port, "qos", None)
+        return None, True
+
+    def rehook(snap, txn):
+        for op in ops:
+            port, qos = conn.port_row(op.port), conn.row("QoS", op.qos_uuid)
+            if port is not None and qos is not None and not port.qos:
+                port.verify("qos")
+                _set_ref(port, "qos", qos)
+        return None, True
+    for step in (unhook, rehook):
+        _, next_cfg, _ = conn.transact(step, comment="qos-hooks repair")
+        conn.wait_for_vswitchd(next_cfg)
+
+
 def _connect(remote, deadline):
     from . import ovsdb
     return ovsdb.Connection(remote, deadline)
@@ -240,8 +263,13 @@ def _run_plan(conn, planner):
 # -- the API ------------------------------------------------------------------------
 
 def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, verify=True,
-                 replace_libvirt=True, netns=None):
+                 replace_libvirt=True, netns=None, repair=True):
     """Apply dq's interfaces' bandwidth to OVS in one transaction; verify; report.
+
+    ``repair`` (with ``verify``): when OVSDB is right but the kernel lost the
+    htb ovs-vswitchd made (someone ran ``tc qdisc del``), unhook and re-hook
+    the QoS so ovs-vswitchd installs it again (ovs_plan.ReattachQos), then
+    verify again.
 
     Raises OwnershipError / ApplyError / VerifyError (with ``.report``) when an
     interface could not be given its QoS, BackendUnavailable / BackendTimeout
@@ -265,6 +293,13 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
                                            time.monotonic() - t0)
                 raise err
             differences = tuple(_verify(conn.snapshot(), dq, netns))
+            repairs = plan_repair(conn.snapshot(), differences, remote) if repair else Plan()
+            if repairs.ops:
+                for op in repairs.ops:
+                    LOG.warning("%s", op.describe())
+                _reattach(conn, repairs.ops)
+                plan = plan + repairs
+                differences = tuple(_verify(conn.snapshot(), dq, netns))
     report = BackendReport("apply", dq.uuid, remote, plan, outcomes, differences,
                            plan.warnings, True, attempts, time.monotonic() - t0)
     for w in plan.warnings:

@@ -435,7 +435,53 @@ class DestroyQueue(Op):
         return (_render(_vsctl(self.remote, "--", "destroy", "Queue", self.queue_uuid)),)
 
 
-OVS_OPS = (SetInboundQos, SetPolicing, DestroyQos, DestroyQueue)
+@dataclass(frozen=True)
+class ReattachQos(Op):
+    """Make ovs-vswitchd reinstall a port's htb that someone removed from the kernel.
+
+    ovs-vswitchd caches the qdisc it installed and does not notice a
+    ``tc qdisc del`` (measured: neither a link flap nor an MTU change brings it
+    back); OVSDB is right, the kernel is not.  Unhooking the QoS (one
+    transaction, wait for ovs-vswitchd) and hooking it back (a second one)
+    makes it query the kernel and install the htb again.  Only planned after
+    verification found exactly this; the rows themselves are unchanged.
+    """
+
+    backend = BACKEND_OVSDB
+    port: str
+    qos_uuid: str
+    reason: str = ""
+    remote: Optional[str] = None
+
+    def describe(self):
+        return ("repair port %s: the kernel lost the htb ovs-vswitchd made for QoS %s (%s); "
+                "unhook and re-hook the QoS so ovs-vswitchd installs it again"
+                % (self.port, self.qos_uuid, self.reason or "removed behind its back"))
+
+    def commands(self):
+        return (_render(_vsctl(self.remote, "clear", "Port", self.port, "qos")),
+                _render(_vsctl(self.remote, "set", "Port", self.port, "qos=" + self.qos_uuid)))
+
+
+OVS_OPS = (SetInboundQos, SetPolicing, DestroyQos, DestroyQueue, ReattachQos)
+
+
+def plan_repair(snapshot, differences, remote=None):
+    """ReattachQos ops for ports whose OVSDB state is right and whose kernel
+    lacks (or has a wrong) OVS htb."""
+    ovsdb_bad = {d.port for d in differences if d.layer == "ovsdb"}
+    ops = []
+    for port_name in sorted({d.port for d in differences
+                             if d.layer == "kernel" and d.fatal and d.port not in ovsdb_bad
+                             and (d.key == "root qdisc" or d.key.startswith("class "))}):
+        port = snapshot.ports.get(port_name)
+        if port is None or not port.qos:
+            continue
+        what = "; ".join("%s: desired %s, actual %s" % (d.key, d.desired, d.actual)
+                         for d in differences if d.port == port_name and d.layer == "kernel"
+                         and d.fatal)
+        ops.append(ReattachQos(port_name, port.qos, what, remote=remote))
+    return Plan(tuple(ops))
 
 
 # -- per-interface outcome -------------------------------------------------------

@@ -366,3 +366,22 @@ def test_apply_after_libvirt_changed_the_bandwidth_leaves_one_qos(ovs_sandbox):
     assert len(rows(sb, "QoS")) == 1 and len(rows(sb, "Queue")) == 1
     (now,) = owned(sb, "QoS")
     assert now["_uuid"] != ours and sb.vsctl("get", "Port", "vnet0", "qos").strip() == now["_uuid"]
+
+
+def test_apply_repairs_an_htb_deleted_behind_ovs_back(ovs_sandbox):
+    """ovs-vswitchd does not notice `tc qdisc del` (its tc state is cached): status
+    shows the drift, apply unhooks and re-hooks the QoS and the htb is back."""
+    sb = ovs_sandbox
+    sb.add_port("vnet0", isolated=False)
+    apply(sb, dq_for(iface()))
+    qos = sb.vsctl("get", "Port", "vnet0", "qos").strip()
+    want = htb_classes(sb, "vnet0")
+    sb.ns("tc", "qdisc", "del", "dev", "vnet0", "root")
+    assert htb_classes(sb, "vnet0") == {}
+    st = ovs_backend.status(dq_for(iface()), remote=sb.remote, timeout=TIMEOUT, netns=sb.netns)
+    assert st.drift
+    report = apply(sb, dq_for(iface()))
+    assert [op.kind for op in report.plan.ops] == ["ReattachQos"]
+    assert htb_classes(sb, "vnet0") == want
+    assert sb.vsctl("get", "Port", "vnet0", "qos").strip() == qos   # same rows
+    assert not [d for d in report.differences if d.fatal]

@@ -258,3 +258,17 @@ def test_late_clear_of_a_stopped_domain_spares_the_next_domain_on_a_reused_vnet(
     stale = dq(InterfaceQos(MAC, "vnet0", Bandwidth()))      # domain U had vnet0 before
     plan, _ = P.plan_clear(s, stale)
     assert plan.ops == ()
+
+
+def test_repair_only_where_ovsdb_is_right_and_the_kernel_is_not():
+    s = snap(ports=[("vnet0", {}, "q1", 0), ("vnet1", {}, "q2", 0), ("vnet2", {}, None, 0)])
+    D = P.Difference
+    diffs = [D("vnet0", "kernel", "root qdisc", "htb 1:", "noqueue 0:0"),
+             D("vnet1", "kernel", "class 1:1", "present", "absent"),
+             D("vnet1", "ovsdb", "qos.max-rate", 1, 2),            # OVSDB wrong: apply's job
+             D("vnet2", "kernel", "root qdisc", "htb 1:", "none"),  # no QoS to re-hook
+             D("vnet0", "kernel", "ingress policer", "x", "y", fatal=False)]
+    plan = P.plan_repair(s, diffs)
+    assert [(op.port, op.qos_uuid) for op in plan.ops] == [("vnet0", "q1")]
+    assert plan.ops[0].commands()[0].endswith("clear Port vnet0 qos")
+    assert plan.ops[0].commands()[1].endswith("set Port vnet0 qos=q1")
