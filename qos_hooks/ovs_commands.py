@@ -130,4 +130,7 @@ def render_status(st):
             lines.append("  %s %s" % ("DRIFT:" if diff.fatal else "not enforced:", diff))
     for pr in st.problems:
         lines.append("problem: %s" % pr)
+    if any(d.fatal and d.layer == "kernel" for p in st.ports for d in p.differences):
+        lines.append("hint: 'qos-hooks apply DOMAIN_XML' re-hooks a QoS whose htb the kernel "
+                     "lost (ovs-vswitchd does not notice a 'tc qdisc del')")
     return "\n".join(lines) + "\n"
