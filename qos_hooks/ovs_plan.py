@@ -680,6 +680,14 @@ def plan_apply(snapshot, dq, *, replace_libvirt=True, remote=None):
 def _plan_port(snapshot, port, iface, settings, domain_uuid, replace_libvirt, remote):
     ops, refusals = [], []
     qos = snapshot.qos.get(port.qos) if port.qos else None
+    iface_row = snapshot.interface_of(port)
+    if iface_row is not None and iface_row.type.startswith("dpdk") and (
+            settings.has_inbound or settings.has_outbound):
+        # lib/netdev-dpdk.c offers egress-policer / trtcm-policer, not linux-htb,
+        # and its ingress policing is not tc: this mapping does not hold there
+        refusals.append("Interface %s is of type %s (DPDK): the linux-htb / tc mapping does "
+                        "not apply; not supported by qos-hooks" % (iface_row.name, iface_row.type))
+        return ops, refusals
     # inbound -------------------------------------------------------------------
     if settings.has_inbound:
         if qos is not None and qos.owner == OWNER_QOS_HOOKS:

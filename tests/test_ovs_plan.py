@@ -272,3 +272,11 @@ def test_repair_only_where_ovsdb_is_right_and_the_kernel_is_not():
     assert [(op.port, op.qos_uuid) for op in plan.ops] == [("vnet0", "q1")]
     assert plan.ops[0].commands()[0].endswith("clear Port vnet0 qos")
     assert plan.ops[0].commands()[1].endswith("set Port vnet0 qos=q1")
+
+
+def test_dpdk_ports_are_refused_not_silently_misconfigured():
+    i = InterfaceQos(MAC, "vhu0", bw(inb=dict(average=1000)))
+    s = snap(ports=[("vhu0", {}, None, 0)])
+    s.interfaces["if-vhu0"] = P.InterfaceRow("if-vhu0", "vhu0", "dpdkvhostuserclient", 0, 0, {})
+    plan, outcomes = P.plan_apply(s, dq(i))
+    assert plan.ops == () and outcomes[0].action == "refused" and "DPDK" in outcomes[0].detail
