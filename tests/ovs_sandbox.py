@@ -317,6 +317,19 @@ class OvsSandbox:
         self.ports[name] = peer_ns
         return peer_ns
 
+    def add_tap_port(self, name, external_ids=None):
+        """A tap device (what libvirt gives a VM) in the switch namespace, added
+        to the bridge.  No process holds it open, so it has no carrier: good
+        for OVSDB and tc checks, not for traffic."""
+        self.ns("ip", "tuntap", "add", "dev", name, "mode", "tap")
+        self.ns("ip", "link", "set", name, "up")
+        self.ports[name] = self.netns
+        args = ["add-port", self.bridge, name]
+        if external_ids:
+            args += ["--", "set", "Interface", name] + [
+                "external_ids:%s=%s" % (k, _vsctl_quote(v)) for k, v in external_ids.items()]
+        self.vsctl(*args, wait=True)
+
     def add_port(self, name, ip=None, mac=None, external_ids=None, wait=True, isolated=True):
         """A veth pair whose switch end ``name`` is added to the bridge.
 

@@ -385,3 +385,14 @@ def test_apply_repairs_an_htb_deleted_behind_ovs_back(ovs_sandbox):
     assert htb_classes(sb, "vnet0") == want
     assert sb.vsctl("get", "Port", "vnet0", "qos").strip() == qos   # same rows
     assert not [d for d in report.differences if d.fatal]
+
+
+def test_tap_port_like_a_real_vm(ovs_sandbox):
+    """libvirt gives a VM a tap, not a veth: same rows, same htb."""
+    sb = ovs_sandbox
+    sb.add_tap_port("vnet0", external_ids={"attached-mac": MAC, "vm-id": U})
+    report = apply(sb, dq_for(InterfaceQos(MAC, None, BW)))
+    assert [o.port for o in report.outcomes] == ["vnet0"]
+    assert htb_classes(sb, "vnet0") == {"1:fffe": ("16Mbit", "16Mbit"), "1:1": ("8Mbit", "8Mbit")}
+    ovs_backend.clear_domain(dq_for(), remote=sb.remote, timeout=TIMEOUT)
+    sb.wait_for(lambda: htb_classes(sb, "vnet0") == {}, "OVS to remove its htb after clear")
