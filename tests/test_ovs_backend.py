@@ -286,7 +286,7 @@ def test_32_parallel_applies_all_land(ovs_sandbox):
                                             Bandwidth(inbound=Rate(average=100 + i, burst=10 + i),
                                                       outbound=Rate(average=50 + i))),)))
     # separate processes, like 32 hooks of 32 VMs starting together
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")   # no fork of a process with threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
         futures = [pool.submit(ovs_backend.apply_domain, d, remote=sb.remote, timeout=120,
                                verify=False) for d in doms]
