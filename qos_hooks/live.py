@@ -29,7 +29,7 @@ libvirt module is imported only here.
 """
 
 import sys
-from dataclasses import replace
+from ._record import replace
 
 from . import log as _log
 from . import policy
@@ -205,9 +205,9 @@ def set_domain(conn, name, config, *, profile=None, live=False, persistent=False
         if dq.interfaces:
             env = os.environ if environ is None else environ
             # libvirt (>= 7.10) answered setInterfaceParameters on an OVS port
-            # by pointing Port.qos at a new QoS row of its own: apply ours,
-            # then remove the qos-hooks row that no Port references any more
-            privclient.ovs_apply(dq, config, env, logger, collect_orphans=True)
+            # by pointing Port.qos at a new QoS row of its own: apply replaces
+            # it and destroys our previous row in the same transaction
+            privclient.ovs_apply(dq, config, env, logger)
             summary["ovs"] = [i.label for i in dq.interfaces]
             logger.info("OVS QoS applied for %s", ", ".join(summary["ovs"]))
     return summary

@@ -61,13 +61,11 @@ _EXIT_ERRORS = {
 }
 
 
-def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False,
-               collect_orphans=False):
+def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False):
     """Send one request to the root helper; raise the matching error on failure."""
     from .privhelper import build_request
     argv = helper_argv(environ)
-    request = build_request(action, dq, libvirt_leftovers=libvirt_leftovers,
-                            collect_orphans=collect_orphans)
+    request = build_request(action, dq, libvirt_leftovers=libvirt_leftovers)
     bound = timeout + HELPER_MARGIN
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -113,19 +111,18 @@ def _kill_group(proc):
             continue
 
 
-def ovs_apply(dq, config, environ, logger, collect_orphans=False):
+def ovs_apply(dq, config, environ, logger):
     """Apply a DomainQos to OVS by the route this process is allowed to use.
 
-    ``collect_orphans``: afterwards, remove qos-hooks QoS/Queue rows that no
-    Port references.  Needed after libvirt (>= 7.10) changed an OVS port's
-    bandwidth itself (updateDevice, setInterfaceParameters): libvirt points
-    Port.qos at a new QoS of its own, which leaves ours unreferenced.
+    The backend's apply also destroys this interface's own qos-hooks rows that
+    no Port references any more, in the same transaction (libvirt >= 7.10
+    points Port.qos at a new QoS of its own when a port's bandwidth changes
+    through updateDevice or setInterfaceParameters).
     """
     timeout = config.settings.ovsdb_timeout
     if use_helper(environ):
-        return run_helper("apply", dq, timeout=timeout, environ=environ, logger=logger,
-                          collect_orphans=collect_orphans)
-    return backend_apply(dq, config, logger, collect_orphans=collect_orphans)
+        return run_helper("apply", dq, timeout=timeout, environ=environ, logger=logger)
+    return backend_apply(dq, config)
 
 
 def ovs_clear(dq, config, environ, logger, libvirt_leftovers=False):
@@ -136,22 +133,12 @@ def ovs_clear(dq, config, environ, logger, libvirt_leftovers=False):
     return backend_clear(dq, config, logger, libvirt_leftovers=libvirt_leftovers)
 
 
-def backend_apply(dq, config, logger, collect_orphans=False):
-    """In-process OVS backend call (root); the whole call stays within
-    ``ovsdb_timeout``."""
-    import time
+def backend_apply(dq, config):
+    """In-process OVS backend call (root), bounded by ``ovsdb_timeout``; the
+    backend logs its own warnings and verification differences."""
     from . import ovs_backend
-    remote, timeout = config.settings.ovsdb, config.settings.ovsdb_timeout
-    t0 = time.monotonic()
-    report = ovs_backend.apply_domain(dq, remote=remote, timeout=timeout, verify=True)
-    if collect_orphans:
-        left = max(0.5, timeout - (time.monotonic() - t0))
-        gc = ovs_backend.gc(remote=remote, timeout=left)
-        n = len(gc.plan.ops)
-        if n:
-            logger.info("removed %d unreferenced qos-hooks OVS row(s) (libvirt had "
-                        "replaced the port's QoS with its own)", n)
-    return report
+    return ovs_backend.apply_domain(dq, remote=config.settings.ovsdb,
+                                    timeout=config.settings.ovsdb_timeout, verify=True)
 
 
 def backend_clear(dq, config, logger, libvirt_leftovers=False):

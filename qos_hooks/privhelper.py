@@ -14,8 +14,7 @@ The helper reads ONE request, JSON on stdin, at most ``MAX_REQUEST_BYTES``::
                 "interfaces": [{"mac": "52:54:00:..", "target_dev": "vnet0" | null,
                                 "bandwidth": {"inbound": {"average": 1, ...},
                                               "outbound": {...}}}]},
-     "libvirt_leftovers": false,          # "clear" only, optional
-     "collect_orphans": false}            # "apply" only, optional
+     "libvirt_leftovers": false}          # "clear" only, optional
 
 Every field is checked: no unknown keys at any level, no duplicate keys, no
 floats, NaN or booleans where integers go, integers within libvirt's bounds
@@ -56,7 +55,7 @@ DEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 # rejects '/'); we also keep them short and printable for the logs.
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,200}$")
 
-TOP_KEYS = {"version", "action", "domain", "libvirt_leftovers", "collect_orphans"}
+TOP_KEYS = {"version", "action", "domain", "libvirt_leftovers"}
 DOMAIN_KEYS = {"uuid", "name", "interfaces"}
 IFACE_KEYS = {"mac", "target_dev", "bandwidth"}
 DIRECTION_FIELDS = {"inbound": ("average", "peak", "burst", "floor"),
@@ -175,11 +174,6 @@ def parse_request(data):
         _refuse("libvirt_leftovers", "must be true or false")
     if leftovers and action != "clear":
         _refuse("libvirt_leftovers", "only valid with action 'clear'")
-    orphans = obj.get("collect_orphans", False)
-    if not isinstance(orphans, bool):
-        _refuse("collect_orphans", "must be true or false")
-    if orphans and action != "apply":
-        _refuse("collect_orphans", "only valid with action 'apply'")
     dom = obj["domain"]
     _keys(dom, DOMAIN_KEYS, ("uuid", "interfaces"), "domain")
     if not isinstance(dom["uuid"], str) or not UUID_RE.match(dom["uuid"]):
@@ -194,16 +188,14 @@ def parse_request(data):
         _refuse("domain.interfaces", "more than %d interfaces" % MAX_INTERFACES)
     clean = [_check_interface(i, "domain.interfaces[%d]" % n) for n, i in enumerate(ifaces)]
     dq = DomainQos.from_dict({"uuid": dom["uuid"].lower(), "name": name, "interfaces": clean})
-    return action, dq, {"libvirt_leftovers": leftovers, "collect_orphans": orphans}
+    return action, dq, {"libvirt_leftovers": leftovers}
 
 
-def build_request(action, dq, libvirt_leftovers=False, collect_orphans=False):
+def build_request(action, dq, libvirt_leftovers=False):
     """The request bytes the unprivileged side sends (checked by parse_request)."""
     req = {"version": REQUEST_VERSION, "action": action, "domain": dq.to_dict()}
     if libvirt_leftovers:
         req["libvirt_leftovers"] = True
-    if collect_orphans:
-        req["collect_orphans"] = True
     return json.dumps(req, sort_keys=True).encode("utf-8")
 
 
@@ -219,8 +211,7 @@ def execute(action, dq, options, config, logger):
     """Run the request against the OVS backend (root only)."""
     from . import privclient
     if action == "apply":
-        result = privclient.backend_apply(dq, config, logger,
-                                          collect_orphans=options["collect_orphans"])
+        result = privclient.backend_apply(dq, config)
     else:
         result = privclient.backend_clear(dq, config, logger,
                                           libvirt_leftovers=options["libvirt_leftovers"])
