@@ -1,21 +1,20 @@
 """Desired state: what QoS each OVS-attached interface of a domain should have.
 
 This is the typed hand-off between the pure core (domain XML + policy) and the
-backends (OVSDB, tc) and the privileged helper: small frozen dataclasses of
+backends (OVSDB, tc) and the privileged helper: small immutable records (qos_hooks._record) of
 simple types, serialisable to and from JSON.
 
 Bandwidth stays in libvirt's units and libvirt's (guest) point of view:
 ``inbound`` is traffic into the guest.  Backends convert (qos_hooks.units).
 """
 
-from ._dataclasses import dataclass
 from typing import Optional, Tuple
 
+from ._record import Record
 from .policy import Bandwidth, Rate, RATE_FIELDS
 
 
-@dataclass(frozen=True)
-class InterfaceQos:
+class InterfaceQos(Record):
     """The QoS one OVS-attached interface should have."""
 
     mac: Optional[str]            # lower-case, "52:54:00:..."
@@ -36,8 +35,7 @@ class InterfaceQos:
                    bandwidth=bandwidth_from_dict(d.get("bandwidth") or {}))
 
 
-@dataclass(frozen=True)
-class DomainQos:
+class DomainQos(Record):
     """The QoS of a domain's OVS-attached interfaces."""
 
     uuid: Optional[str]

@@ -112,8 +112,7 @@ def _rewrite_device(env, config, logger):
     return 0
 
 
-def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False,
-         collect_orphans=False):
+def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False):
     """Apply or clear the OVS QoS of the OVS-attached interfaces in the XML."""
     from . import desired, privclient
     _, doc = _read_doc(env, allow_interface=allow_interface)
@@ -129,7 +128,7 @@ def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False,
     logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
                 ", ".join(i.label for i in dq.interfaces) or "-")
     if action == "apply":
-        privclient.ovs_apply(dq, config, env, logger, collect_orphans=collect_orphans)
+        privclient.ovs_apply(dq, config, env, logger)
     else:
         privclient.ovs_clear(dq, config, env, logger, libvirt_leftovers=libvirt_leftovers)
     return 0
@@ -147,9 +146,10 @@ def after_nic_hotplug(env, config, logger):
 
 
 def after_update_device(env, config, logger):
-    # libvirt already rewrote the port's QoS with its own row for the new
-    # <bandwidth>, leaving ours unreferenced: apply, then collect it
-    return _ovs(env, config, logger, "apply", allow_interface=True, collect_orphans=True)
+    # libvirt already pointed the port at a QoS row of its own for the new
+    # <bandwidth>; apply replaces it and destroys our previous, now
+    # unreferenced, row in the same transaction
+    return _ovs(env, config, logger, "apply", allow_interface=True)
 
 
 def after_nic_hotunplug(env, config, logger):
@@ -158,8 +158,9 @@ def after_nic_hotunplug(env, config, logger):
 
 def after_vm_destroy(env, config, logger):
     # libvirt < 10.3 leaves its own QoS/Queue rows behind (FIELD_NOTES 2):
-    # clear them for this domain too
-    return _ovs(env, config, logger, "clear", allow_interface=False, libvirt_leftovers=True)
+    # clear them for this domain too, unless clean_libvirt_leftovers = no
+    return _ovs(env, config, logger, "clear", allow_interface=False,
+                libvirt_leftovers=config.settings.clean_libvirt_leftovers)
 
 
 HANDLERS = {

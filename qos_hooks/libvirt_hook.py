@@ -104,7 +104,8 @@ def _ovs(action, data, config, logger, source):
     if action == "apply":
         privclient.ovs_apply(dq, config, os.environ, logger)
     else:
-        privclient.ovs_clear(dq, config, os.environ, logger, libvirt_leftovers=True)
+        privclient.ovs_clear(dq, config, os.environ, logger,
+                             libvirt_leftovers=config.settings.clean_libvirt_leftovers)
 
 
 def _rewrite(data, config, logger, source):

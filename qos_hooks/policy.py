@@ -50,8 +50,7 @@ Validation limits, and where they come from (docs/policy.md has the full table):
 
 import os
 import re
-from ._dataclasses import dataclass, field, replace
-from ._record import Record
+from ._record import Record, default, replace
 from typing import Dict, Optional, Tuple
 
 from .errors import ConfigError
@@ -183,16 +182,15 @@ class CpuTune(Record):
         return all(v is None for v in (self.limit, self.period, self.quota, self.shares))
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Record):
     """One ``[profile NAME]`` with its disk rules, validated."""
 
     name: str
     on_existing: str = ON_EXISTING_FILL
-    bandwidth: Bandwidth = field(default_factory=Bandwidth)
-    iotune: IoTune = field(default_factory=IoTune)
+    bandwidth: Bandwidth = default(Bandwidth)
+    iotune: IoTune = default(IoTune)
     disk_rules: Tuple[DiskRule, ...] = ()
-    cpu: CpuTune = field(default_factory=CpuTune)
+    cpu: CpuTune = default(CpuTune)
     # host network QoS keys (``host.*``), validated by qos_hooks.hostnet
     host: Tuple[Tuple[str, int], ...] = ()
 
@@ -210,8 +208,7 @@ class Profile:
         return self.iotune, "profile"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """The ``[settings]`` section."""
 
     default_profile: Optional[str] = None
@@ -219,6 +216,10 @@ class Settings:
     ovsdb_timeout: float = DEFAULT_OVSDB_TIMEOUT
     # per hook point: "fail" (non-zero exit) or "continue" (log and exit 0)
     on_error: Tuple[Tuple[str, str], ...] = ()
+    # When a domain goes away, also destroy the QoS/Queue rows libvirt < 10.3
+    # leaves behind for it (tagged external_ids:vm-id = the domain's UUID, no
+    # Port using them): docs/ovs-mapping.md, "libvirt < 10.3 leftovers".
+    clean_libvirt_leftovers: bool = True
     extra: Tuple[Tuple[str, str], ...] = ()
 
     def on_error_for(self, hook_point, default):
@@ -231,13 +232,12 @@ class Settings:
         return default
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Record):
     """A whole policy file: settings and profiles by name."""
 
     path: Optional[str]
-    settings: Settings = field(default_factory=Settings)
-    profiles: Dict[str, Profile] = field(default_factory=dict)
+    settings: Settings = default(Settings)
+    profiles: Dict[str, Profile] = default(dict)
 
     def profile(self, name, source="--profile"):
         try:
@@ -606,7 +606,8 @@ def _parse_disk_rule(loc, section, name, items, sel, val):
                     target=val if sel == "target" else None)
 
 
-_SETTINGS_KEYS = ("default_profile", "ovsdb", "ovsdb_timeout", "log_level", "host_cpus")
+_SETTINGS_KEYS = ("default_profile", "ovsdb", "ovsdb_timeout", "clean_libvirt_leftovers",
+                  "log_level", "host_cpus")
 
 
 def host_key_parsers():
@@ -614,11 +615,8 @@ def host_key_parsers():
 
     Imported lazily so VM hooks never pay for it.
     """
-    try:
-        from . import hostnet
-    except ImportError:  # pragma: no cover - module added by the host QoS work
-        return {}
-    return getattr(hostnet, "PROFILE_KEY_PARSERS", {})
+    from . import hostnet
+    return hostnet.PROFILE_KEY_PARSERS
 
 
 def parse_config(text, path="<string>"):
@@ -644,12 +642,12 @@ def parse_config(text, path="<string>"):
             rules.append((name, section, _parse_disk_rule(loc, section, name, items,
                                                           m.group("sel"), m.group("val"))))
             continue
-        if host_keys is None:
-            host_keys = host_key_parsers() if any(k.startswith("host.") for k, _ in items) else {}
+        if host_keys is None and any(k.startswith("host.") for k, _ in items):
+            host_keys = host_key_parsers()
         if name in profiles:
             raise loc.error(section, None, None, "profile %r is defined twice" % name,
                             "one [profile %s] section" % name, name)
-        profiles[name] = _parse_profile(loc, section, name, items, host_keys)
+        profiles[name] = _parse_profile(loc, section, name, items, host_keys or {})
         profile_sections[name] = section
     for name, section, rule in rules:
         if name not in profiles:
@@ -718,6 +716,12 @@ def _parse_settings(loc, section, items):
             if v not in ("fail", "continue"):
                 raise loc.error(section, key, raw, "unknown failure mode", "fail, continue")
             on_error.append((hook, v))
+        elif key == "clean_libvirt_leftovers":
+            b = {"yes": True, "true": True, "on": True, "1": True,
+                 "no": False, "false": False, "off": False, "0": False}.get(v.lower())
+            if b is None:
+                raise loc.error(section, key, raw, "not a boolean", "yes, no, true, false")
+            kw["clean_libvirt_leftovers"] = b
         elif key == "log_level":
             if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                 raise loc.error(section, key, raw, "unknown log level",

@@ -167,7 +167,7 @@ def test_bad_config_value(tmp_path):
 def test_unknown_profile_on_the_command_line():
     line = one_line_error(run_cli("dry-run", "--config", CONF, "--profile", "platinum", OVIRT),
                           EXIT_CONFIG)
-    assert "unknown profile 'platinum' named by --profile (allowed: gold, nova-m1, silver)" \
+    assert "unknown profile 'platinum' named by --profile (allowed: gold, nova-m1, silver, vm-network)" \
         in line
 
 

@@ -361,7 +361,7 @@ def test_keys_are_case_insensitive(tmp_path):
 
 def test_shipped_example():
     c = policy.load_config(EXAMPLE)
-    assert sorted(c.profiles) == ["gold", "nova-m1", "silver"]
+    assert sorted(c.profiles) == ["gold", "nova-m1", "silver", "vm-network"]
     gold = c.profiles["gold"]
     assert gold.on_existing == policy.ON_EXISTING_FILL
     assert gold.bandwidth == Bandwidth(inbound=Rate(average=12500, peak=25000, burst=1024),
@@ -507,3 +507,32 @@ def test_utf8_bom_is_accepted(tmp_path):
     path = tmp_path / "bom.conf"
     path.write_bytes(b"\xef\xbb\xbf[profile p]\ninbound.average = 5\n")
     assert policy.load_config(str(path)).profiles["p"].bandwidth.inbound == Rate(average=5)
+
+
+def test_host_keys_in_a_later_profile_are_parsed(tmp_path):
+    # regression: the host.* parsers were looked up only for the first profile
+    cfg = load(tmp_path, """\
+        [profile vm]
+        inbound.average = 100
+        [profile net]
+        host.ls.m2 = 50
+        host.ul.m2 = 500Mbit
+        """)
+    assert cfg.profiles["net"].host == (("host.ls.m2", 50), ("host.ul.m2", 500000000))
+
+
+def test_shipped_example_host_network_profile():
+    cfg = policy.load_config(EXAMPLE)
+    assert cfg.settings.clean_libvirt_leftovers is True
+    assert cfg.profiles["vm-network"].host == (
+        ("host.ls.m2", 50), ("host.ul.m2", 500000000), ("host.rt.m2", 100000000))
+
+
+def test_clean_libvirt_leftovers_setting(tmp_path):
+    cfg = load(tmp_path, "[settings]\nclean_libvirt_leftovers = no\n")
+    assert cfg.settings.clean_libvirt_leftovers is False
+    path = write(tmp_path, "[settings]\nclean_libvirt_leftovers = maybe\n")
+    with pytest.raises(ConfigError) as e:
+        policy.load_config(path)
+    assert "%s:2:" % path in str(e.value) and "clean_libvirt_leftovers" in str(e.value)
+    assert "yes, no" in str(e.value)
