@@ -87,12 +87,23 @@ def status_main(args):
     from . import ovs_backend
     config, remote, timeout = _common(args)
     dq = _domain(args, config) if args.domain_xml else None
-    st = ovs_backend.status(dq, remote=remote, timeout=timeout, netns=getattr(args, "netns", None))
+    netns = getattr(args, "netns", None)
+    st = ovs_backend.status(dq, remote=remote, timeout=timeout, netns=netns)
+    # host networks (qos_hooks.hostnet) belong to the whole-host view only;
+    # status_section makes no OVSDB connection when no host network has QoS
+    host_lines, host_json, host_drift = [], [], False
+    if dq is None:
+        from . import hostnet
+        host_lines, host_json, host_drift = hostnet.status_section(remote, timeout, netns=netns)
     if args.json:
-        sys.stdout.write(json.dumps(st.to_dict(), indent=2, default=list) + "\n")
+        d = st.to_dict()
+        d["host_networks"] = host_json
+        sys.stdout.write(json.dumps(d, indent=2, default=list) + "\n")
     else:
         sys.stdout.write(render_status(st))
-    return EXIT_DRIFT if st.drift else EXIT_OK
+        for line in host_lines:
+            sys.stdout.write(line + "\n")
+    return EXIT_DRIFT if st.drift or host_drift else EXIT_OK
 
 
 def _fmt_rate(bps):

@@ -246,11 +246,27 @@ def test_vswitchd_restart_loses_flows_status_sees_it_resync_repairs(sandbox, tmp
     lines, rows, drift = hostnet.status_section(sb.remote, 5, state, sb.netns)
     assert drift and rows[0]["network"] == NET_VLAN
     assert "steering flow for vlan 10 missing" in lines[0] and lines[0].startswith("DRIFT")
+    # the operator's view: `qos-hooks status` lists host networks and exits 7
+    cli = status_cli(sb, env, "--json")
+    assert cli.returncode == 7, cli.stderr
+    (net,) = json.loads(cli.stdout)["host_networks"]
+    assert net["network"] == NET_VLAN and net["drift"]
     hostnet.resync(sb.remote, 5, state)
     assert len(our_flows(sb)) == 2
     lines, rows, drift = hostnet.status_section(sb.remote, 5, state, sb.netns)
     assert not drift, lines
     assert rows[0]["actual"]["kernel-ceil"] == 50 * MBIT
+    cli = status_cli(sb, env)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert any(ln.startswith("ok") and NET_VLAN in ln for ln in cli.stdout.splitlines())
+
+
+def status_cli(sb, env, *args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "qos_hooks", "status", "--ovsdb", sb.remote,
+                           "--netns", sb.netns] + list(args), env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_bridge_removed_by_vdsm_rows_collected(sandbox, tmp_path):
