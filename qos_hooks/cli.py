@@ -128,10 +128,15 @@ def _args_set(p):
                    help="change the persistent definition (virsh's --config)")
 
 
-def _args_install(p):
-    p.add_argument("--vdsm", action="store_true", help="install the VDSM hooks and sudoers drop-in")
-    p.add_argument("--libvirt", action="store_true", help="install the libvirt qemu.d hook")
-    p.add_argument("--root", metavar="DIR", default="/", help="install below DIR (default: /)")
+def _install_args(verb):
+    def build(p):
+        p.add_argument("--vdsm", action="store_true",
+                       help="%s the VDSM hooks, root helper and sudoers drop-in" % verb)
+        p.add_argument("--libvirt", action="store_true",
+                       help="%s the libvirt qemu.d hook" % verb)
+        p.add_argument("--root", metavar="DIR", default="/",
+                       help="%s below DIR (default: /)" % verb)
+    return build
 
 
 COMMANDS = (
@@ -157,9 +162,10 @@ COMMANDS = (
      "(setInterfaceParameters, setBlockIoTune, setSchedulerParametersFlags), then the "
      "OVS backend for OVS ports.", _args_set),
     ("install", "qos_hooks.install:install_main", "install hooks into VDSM/libvirt directories",
-     "Install the same files, modes and sudoers drop-in as the RPMs.", _args_install),
+     "Install the same files, modes and sudoers drop-in as the RPMs.", _install_args("install")),
     ("uninstall", "qos_hooks.install:uninstall_main", "remove what 'install' installed",
-     "Remove the hook files and sudoers drop-in that 'install' put in place.", _args_install),
+     "Remove the hook files and sudoers drop-in that 'install' put in place.",
+     _install_args("remove")),
 )
 
 
