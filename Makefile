@@ -18,6 +18,7 @@ deps:
 # machine, every file is also byte-compiled with it.
 lint:
 	vermin --target=3.9- --violations --eval-annotations --no-tips -q qos_hooks hooks bench tests
+	$(PYTHON) -m pyflakes qos_hooks bench tools hooks/*/50_qos_hooks libvirt-hooks/qemu.d/50_qos_hooks libexec/qos-hooks-helper
 	@py39=$$(ls /root/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -n1); \
 	if [ -z "$$py39" ] && python3.9 -c '' 2>/dev/null; then py39=python3.9; fi; \
 	if [ -n "$$py39" ]; then \

@@ -17,7 +17,7 @@ makes the rewrite idempotent byte for byte.
 
 import re
 from ._record import Record
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from lxml import etree
 

@@ -41,7 +41,6 @@ computed from the link speed at apply time.
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
