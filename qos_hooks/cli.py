@@ -115,6 +115,11 @@ def _args_status(p):
                         "that carries qos-hooks rows)")
 
 
+def _args_resync(p):
+    _common_config(p)
+    _common_ovsdb(p)
+
+
 def _args_set(p):
     _common_config(p)
     _common_ovsdb(p)
@@ -157,6 +162,13 @@ COMMANDS = (
      "desired versus actual QoS per port; non-zero on drift",
      "For every port: desired QoS, what OVSDB holds, what the kernel holds; drift is "
      "marked and makes the exit code 7.", _args_status),
+    ("resync", "qos_hooks.hostnet:resync_main",
+     "re-apply remembered host network QoS on OVS (after an ovs-vswitchd restart)",
+     "Re-apply the host network QoS that the last setupNetworks left on the OVS switch "
+     "type (queues on the uplink and the OpenFlow flows that steer each network into its "
+     "queue). ovs-vswitchd keeps OpenFlow flows in memory only, so a restart loses them: "
+     "'status' then shows DRIFT for those networks and this command repairs it.",
+     _args_resync),
     ("set", "qos_hooks.live:set_main", "apply a profile to a running domain via libvirt",
      "Apply a profile to a running domain through the libvirt API "
      "(setInterfaceParameters, setBlockIoTune, setSchedulerParametersFlags), then the "

@@ -16,12 +16,11 @@ libvirt backends are imported only by the hook points that use them.
 import os
 import sys
 
+from . import hookbase
 from . import log as _log
 from . import policy
 from .errors import QosHooksError
-
-FAIL = "fail"
-CONTINUE = "continue"
+from .hookbase import FAIL
 
 # What a failure does when [settings] on_error.<hook_point> is not set.
 DEFAULT_ON_ERROR = {
@@ -57,35 +56,27 @@ def _write_in_place(path, data):
         f.truncate()
 
 
-def before_vm_start(env, config, logger):
-    from .domxml import DomainDoc
-    from .rewrite import rewrite
-
+def _read_doc(env, allow_interface=False):
+    from .domxml import DomainDoc, read_limited
     path = env.get("_hook_domxml")
     if not path:
         raise QosHooksError("$_hook_domxml is not set: not run by VDSM?")
     with open(path, "rb") as f:
-        data = f.read()
-    doc = DomainDoc(data, path)
-    selection = policy.Selection(env_vm_profile=env.get(policy.PROFILE_PROPERTY) or None)
-    plan = rewrite(doc, config, selection)
-    for w in plan.warnings:
-        logger.warning("%s", w)
-    for op in plan.ops:
-        logger.info("%s", op.describe())
+        data = read_limited(f, path)
+    return path, DomainDoc(data, path, allow_interface=allow_interface)
+
+
+def _rewrite_file(path, doc, config, selection, logger):
+    hookbase.rewrite_logged(doc, config, selection, logger)
     if doc.changed:
         _write_in_place(path, doc.serialize())
     return 0
 
 
-def _read_doc(env, allow_interface=False):
-    from .domxml import DomainDoc
-    path = env.get("_hook_domxml")
-    if not path:
-        raise QosHooksError("$_hook_domxml is not set: not run by VDSM?")
-    with open(path, "rb") as f:
-        data = f.read()
-    return path, DomainDoc(data, path, allow_interface=allow_interface)
+def before_vm_start(env, config, logger):
+    path, doc = _read_doc(env)
+    selection = policy.Selection(env_vm_profile=env.get(policy.PROFILE_PROPERTY) or None)
+    return _rewrite_file(path, doc, config, selection, logger)
 
 
 def _rewrite_device(env, config, logger):
@@ -96,42 +87,18 @@ def _rewrite_device(env, config, logger):
     _runHooksDir), so when the VM ALSO has ``qos_profile`` the VM's value is
     what the hook sees: set the profile on the vNIC only, or on the VM only.
     """
-    from .rewrite import rewrite
     path, doc = _read_doc(env, allow_interface=True)
     if not doc.is_interface_only:
         logger.info("not an <interface> device: nothing to do")
         return 0
     selection = policy.Selection(env_nic_profile=env.get(policy.PROFILE_PROPERTY) or None)
-    plan = rewrite(doc, config, selection)
-    for w in plan.warnings:
-        logger.warning("%s", w)
-    for op in plan.ops:
-        logger.info("%s", op.describe())
-    if doc.changed:
-        _write_in_place(path, doc.serialize())
-    return 0
+    return _rewrite_file(path, doc, config, selection, logger)
 
 
-def _ovs(env, config, logger, action, allow_interface, libvirt_leftovers=False):
+def _ovs(env, config, logger, action, allow_interface):
     """Apply or clear the OVS QoS of the OVS-attached interfaces in the XML."""
-    from . import desired, privclient
     _, doc = _read_doc(env, allow_interface=allow_interface)
-    dq = desired.domain_qos(doc)
-    if dq.uuid is None and env.get("vmId"):
-        dq = desired.DomainQos(uuid=env["vmId"], name=dq.name, interfaces=dq.interfaces)
-    if not dq.interfaces:
-        # a VM (or vNIC) not on Open vSwitch never needs OVSDB
-        logger.debug("no interface on Open vSwitch: nothing to do")
-        return 0
-    if dq.uuid is None:
-        raise QosHooksError("no domain UUID in the XML and no $vmId")
-    logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
-                ", ".join(i.label for i in dq.interfaces) or "-")
-    if action == "apply":
-        privclient.ovs_apply(dq, config, env, logger)
-    else:
-        privclient.ovs_clear(dq, config, env, logger, libvirt_leftovers=libvirt_leftovers)
-    return 0
+    return hookbase.ovs_for_doc(doc, action, config, env, logger, vm_id=env.get("vmId"))
 
 
 def after_vm_start(env, config, logger):
@@ -158,9 +125,8 @@ def after_nic_hotunplug(env, config, logger):
 
 def after_vm_destroy(env, config, logger):
     # libvirt < 10.3 leaves its own QoS/Queue rows behind (FIELD_NOTES 2):
-    # clear them for this domain too, unless clean_libvirt_leftovers = no
-    return _ovs(env, config, logger, "clear", allow_interface=False,
-                libvirt_leftovers=config.settings.clean_libvirt_leftovers)
+    # clear clears them for this domain too, unless clean_libvirt_leftovers = no
+    return _ovs(env, config, logger, "clear", allow_interface=False)
 
 
 HANDLERS = {
@@ -176,55 +142,13 @@ HANDLERS = {
 }
 
 
-def _failure_exit(hook_point, config, logger):
-    mode = DEFAULT_ON_ERROR.get(hook_point, CONTINUE)
-    if config is not None:
-        mode = config.settings.on_error_for(hook_point, mode)
-    if mode == FAIL:
-        logger.error("on_error=fail for %s: exiting 1", hook_point)
-        return 1
-    logger.warning("on_error=continue for %s: carrying on without QoS", hook_point)
-    return 0
-
-
-def _start_watchdog(hook_point, config, logger):
-    """Bound the whole hook: after the bound, exit by the failure policy.
-
-    A thread, so it fires even while the main thread is blocked in a system
-    call (an OVSDB socket that never answers, a stuck helper).
-    """
-    import threading
-    bound = (config.settings.ovsdb_timeout if config is not None
-             else policy.DEFAULT_OVSDB_TIMEOUT) + HOOK_MARGIN
-
-    def expire():
-        code = 1
-        try:
-            logger.error("%s exceeded its bound of %.1fs", hook_point, bound)
-            code = _failure_exit(hook_point, config, logger)
-        finally:
-            os._exit(code)
-    t = threading.Timer(bound, expire)
-    t.daemon = True
-    t.start()
-    return t
-
-
 def vdsm_main(hook_point, environ=None):
     """Entry point of a VDSM hook executable; returns the process exit code."""
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point, "vm": env.get("vmId")})
-    config = None
-    try:
-        config = policy.load_config(environ=env, missing_ok=True)
-        _start_watchdog(hook_point, config, logger)
-        return HANDLERS[hook_point](env, config, logger) or 0
-    except Exception as e:  # every failure goes through the on_error policy
-        if isinstance(e, QosHooksError):
-            logger.error("%s", e)
-        else:
-            logger.exception("internal error")
-        return _failure_exit(hook_point, config, logger)
+    return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
+                        environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
+                        margin=HOOK_MARGIN)
 
 
 if __name__ == "__main__":  # pragma: no cover

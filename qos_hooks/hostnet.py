@@ -42,7 +42,6 @@ u32 microseconds, so rates above (2^32-1)*8 bit/s cannot be expressed
 (the engine's own ceiling of 34359 Mbit/s is that bound).
 """
 
-import errno
 import fcntl
 import json
 import os
@@ -51,6 +50,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
+from . import hookbase
 from . import log as _log
 from . import policy, units
 from .errors import ApplyError, ConfigError, InputError, QosHooksError
@@ -84,6 +84,11 @@ HOOK_AFTER_FAIL = "after_network_setup_fail"
 #          the error is logged and ``qos-hooks status`` shows the drift.
 DEFAULT_ON_ERROR = {HOOK_BEFORE: "fail", HOOK_AFTER: "continue",
                     HOOK_AFTER_FAIL: "continue"}
+
+# Slack on top of ovsdb_timeout (which bounds each OVSDB call) for process
+# start and the OpenFlow bundle: a network hook never runs longer than
+# ovsdb_timeout + HOOK_MARGIN seconds, whatever OVSDB or ovs-vswitchd do.
+HOOK_MARGIN = 10.0
 
 # The safe fixes the before hook makes, in the words it logs them with.
 FIXES = (
@@ -866,30 +871,14 @@ def vdsm_main(hook_point, environ=None):
 
     0 on success; 1 on failure when the failure policy of the hook point is
     ``fail`` (``on_error.<hook_point>`` in [settings], defaults in
-    DEFAULT_ON_ERROR).  Never 2: other hooks in the directory still run.
+    DEFAULT_ON_ERROR: a bad hostQos stops setupNetworks before VDSM changes
+    anything).  Never 2: other hooks in the directory still run.
     """
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point})
-    config = None
-    mode = DEFAULT_ON_ERROR.get(hook_point, "continue")
-    try:
-        config = policy.load_config(environ=env, missing_ok=True)
-        mode = config.settings.on_error_for(hook_point, mode)
-        return HANDLERS[hook_point](env, config, logger) or 0
-    except Exception as e:
-        if isinstance(e, QosHooksError):
-            logger.error("%s", e)
-        elif isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM):
-            logger.error("%s (network hooks run as root inside supervdsmd)", e)
-        else:
-            logger.exception("internal error")
-        if mode == "fail":
-            logger.error("on_error=fail for %s: exiting 1%s", hook_point,
-                         " (setupNetworks stops before any change)"
-                         if hook_point == HOOK_BEFORE else "")
-            return 1
-        logger.warning("on_error=continue for %s: carrying on", hook_point)
-        return 0
+    return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
+                        environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
+                        margin=HOOK_MARGIN)
 
 
 # -- status -----------------------------------------------------------------------------
@@ -933,3 +922,20 @@ def resync(remote, timeout, state_file=None, logger=None):
     with StateLock(path):
         st = State.load(path)
         return hostnet_ovs.resync(st.applied, remote, timeout, logger=logger)
+
+
+def resync_main(args):
+    """``qos-hooks resync``: re-apply the remembered host network QoS; exit 6
+    when an uplink could not be brought back (named in the output)."""
+    import sys
+    from .errors import EXIT_APPLY, EXIT_OK
+    config = policy.load_config(args.config, missing_ok=True)
+    remote = args.ovsdb or config.settings.ovsdb
+    timeout = args.timeout or config.settings.ovsdb_timeout
+    results = resync(remote, timeout, logger=_log.get("hostnet"))
+    if not results:
+        sys.stdout.write("no host network QoS on Open vSwitch to re-apply\n")
+    for r in results:
+        sys.stdout.write("%s\n" % r)
+    return EXIT_APPLY if any(r.error for r in results) else EXIT_OK
+

@@ -39,14 +39,14 @@ outage never kills or blocks a domain.
 
 import os
 import sys
-import threading
 
+from . import hookbase
 from . import log as _log
 from . import policy
-from .errors import QosHooksError
+from .hookbase import FAIL
 
-FAIL = "fail"
-CONTINUE = "continue"
+# Slack on top of ovsdb_timeout: a qemu hook never runs longer than
+# ovsdb_timeout + HOOK_MARGIN seconds (hookbase.start_watchdog).
 HOOK_MARGIN = 3.0
 
 APPLY_OPS = ("started", "reconnect")
@@ -57,67 +57,6 @@ DEFAULT_ON_ERROR = {
     "qemu.migrate": FAIL,
     "qemu.restore": FAIL,
 }
-
-
-def _failure_exit(key, config, logger):
-    mode = DEFAULT_ON_ERROR.get(key, CONTINUE)
-    if config is not None:
-        mode = config.settings.on_error_for(key, mode)
-    if mode == FAIL:
-        logger.error("on_error=fail for %s: exiting 1", key)
-        return 1
-    logger.warning("on_error=continue for %s: carrying on without QoS", key)
-    return 0
-
-
-def _watchdog(key, config, logger, stdout, passthrough):
-    bound = (config.settings.ovsdb_timeout if config is not None
-             else policy.DEFAULT_OVSDB_TIMEOUT) + HOOK_MARGIN
-
-    def expire():
-        code = 1
-        try:
-            logger.error("%s exceeded its bound of %.1fs", key, bound)
-            code = _failure_exit(key, config, logger)
-            if code == 0 and passthrough is not None:
-                stdout.write(passthrough)
-                stdout.flush()
-        finally:
-            os._exit(code)
-    t = threading.Timer(bound, expire)
-    t.daemon = True
-    t.start()
-    return t
-
-
-def _ovs(action, data, config, logger, source):
-    from .domxml import DomainDoc
-    from . import desired
-    from . import privclient
-    doc = DomainDoc(data, source)
-    dq = desired.domain_qos(doc)
-    if not dq.interfaces:
-        logger.debug("no interface on Open vSwitch: nothing to do")
-        return
-    logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
-                ", ".join(i.label for i in dq.interfaces))
-    if action == "apply":
-        privclient.ovs_apply(dq, config, os.environ, logger)
-    else:
-        privclient.ovs_clear(dq, config, os.environ, logger,
-                             libvirt_leftovers=config.settings.clean_libvirt_leftovers)
-
-
-def _rewrite(data, config, logger, source):
-    from .domxml import DomainDoc
-    from .rewrite import rewrite
-    doc = DomainDoc(data, source)
-    plan = rewrite(doc, config, policy.Selection())
-    for w in plan.warnings:
-        logger.warning("%s", w)
-    for op in plan.ops:
-        logger.info("%s", op.describe())
-    return doc.serialize()
 
 
 def main(argv=None, stdin=None, stdout=None, environ=None):
@@ -135,30 +74,34 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
         return 1
     if op not in APPLY_OPS + CLEAR_OPS + REWRITE_OPS:
         return 0  # prepare, start, attach...: nothing to do, read nothing
-    key = "qemu." + op
-    config = None
-    data = None
+    from .domxml import DomainDoc, read_limited
+    from .errors import QosHooksError
+    source = "<stdin: %s %s>" % (domain, op)
+    # read stdin first, so that a failure anywhere later can still pass the
+    # original XML on (the next qemu.d script reads this one's output)
     try:
-        data = stdin.read()
-        config = policy.load_config(environ=env, missing_ok=True)
-        _watchdog(key, config, logger, stdout, data if op in REWRITE_OPS else None)
-        source = "<stdin: %s %s>" % (domain, op)
+        data, read_error = read_limited(stdin, source), None
+    except QosHooksError as e:
+        data, read_error = None, e
+
+    def handle(config):
+        if read_error is not None:
+            raise read_error
+        doc = DomainDoc(data, source)
         if op in REWRITE_OPS:
-            out = _rewrite(data, config, logger, source)
-            stdout.write(out)
+            hookbase.rewrite_logged(doc, config, policy.Selection(), logger)
+            stdout.write(doc.serialize())
             stdout.flush()
-        elif op in APPLY_OPS:
-            _ovs("apply", data, config, logger, source)
-        else:
-            _ovs("clear", data, config, logger, source)
-        return 0
-    except Exception as e:
-        if isinstance(e, QosHooksError):
-            logger.error("%s", e)
-        else:
-            logger.exception("internal error")
-        code = _failure_exit(key, config, logger)
+            return 0
+        return hookbase.ovs_for_doc(doc, "apply" if op in APPLY_OPS else "clear",
+                                    config, env, logger)
+
+    def on_failure(code):
+        # migrate/restore with on_error=continue: the next script and libvirt
+        # get the original XML, unchanged
         if code == 0 and op in REWRITE_OPS and data:
-            stdout.write(data)  # unchanged: the next script and libvirt get the original
+            stdout.write(data)
             stdout.flush()
-        return code
+
+    return hookbase.run("qemu." + op, handle, environ=env, logger=logger,
+                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure)

@@ -251,7 +251,13 @@ def test_vswitchd_restart_loses_flows_status_sees_it_resync_repairs(sandbox, tmp
     assert cli.returncode == 7, cli.stderr
     (net,) = json.loads(cli.stdout)["host_networks"]
     assert net["network"] == NET_VLAN and net["drift"]
-    hostnet.resync(sb.remote, 5, state)
+    # `qos-hooks resync` repairs it from the remembered state
+    import subprocess
+    import sys
+    fixed = subprocess.run([sys.executable, "-m", "qos_hooks", "resync", "--ovsdb", sb.remote],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "applied: uplink %s" % UPLINK in fixed.stdout
     assert len(our_flows(sb)) == 2
     lines, rows, drift = hostnet.status_section(sb.remote, 5, state, sb.netns)
     assert not drift, lines

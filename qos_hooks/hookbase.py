@@ -1,0 +1,127 @@
+"""What every hook executable shares: failure policy, time bound, logged rewrite,
+OVS apply/clear of a document.
+
+Used by the VDSM VM hooks (qos_hooks.hooks), the VDSM network hooks
+(qos_hooks.hostnet) and the libvirt qemu hook (qos_hooks.libvirt_hook).  Cheap
+to import: before_vm_start imports it on every VM start.
+
+Failure policy: ``[settings] on_error`` / ``on_error.<key>`` = fail|continue,
+where ``key`` is the VDSM hook point or ``qemu.<operation>``; each entry
+module passes its own defaults.  ``fail`` exits 1 (never 2: VDSM would skip
+the other hooks in the directory), ``continue`` logs and exits 0.
+"""
+
+import errno
+import os
+
+from . import policy
+from .errors import QosHooksError
+
+FAIL = "fail"
+CONTINUE = "continue"
+
+
+def failure_exit(key, config, logger, defaults):
+    """The exit code for a failed hook ``key`` under the failure policy."""
+    mode = defaults.get(key, CONTINUE)
+    if config is not None:
+        mode = config.settings.on_error_for(key, mode)
+    if mode == FAIL:
+        logger.error("on_error=fail for %s: exiting 1", key)
+        return 1
+    logger.warning("on_error=continue for %s: carrying on without QoS", key)
+    return 0
+
+
+def log_failure(exc, logger):
+    if isinstance(exc, QosHooksError):
+        logger.error("%s", exc)
+    elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
+        logger.error("%s (permission denied: VM hooks run as user vdsm, network hooks "
+                     "and the libvirt hook as root)", exc)
+    else:
+        logger.exception("internal error")
+
+
+def start_watchdog(key, config, logger, margin, defaults, before_exit=None):
+    """Bound the whole hook to ``ovsdb_timeout + margin`` seconds.
+
+    A thread, so it fires even while the main thread is blocked in a system
+    call (an OVSDB socket that never answers, a stuck helper); on expiry the
+    process exits by the failure policy.  ``before_exit(code)`` runs first
+    (the libvirt hook prints the unchanged XML there).
+    """
+    import threading
+    bound = (config.settings.ovsdb_timeout if config is not None
+             else policy.DEFAULT_OVSDB_TIMEOUT) + margin
+
+    def expire():
+        code = 1
+        try:
+            logger.error("%s exceeded its bound of %.1fs", key, bound)
+            code = failure_exit(key, config, logger, defaults)
+            if before_exit is not None:
+                before_exit(code)
+        finally:
+            os._exit(code)
+    t = threading.Timer(bound, expire)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def run(key, handler, *, environ, logger, defaults, margin=None, on_failure=None):
+    """Load the config, bound the run (when ``margin`` is given), call
+    ``handler(config)``; any failure goes through the failure policy.
+
+    ``on_failure(code)`` runs after a failure has been mapped to ``code``.
+    """
+    config = None
+    try:
+        config = policy.load_config(environ=environ, missing_ok=True)
+        if margin is not None:
+            start_watchdog(key, config, logger, margin, defaults, before_exit=on_failure)
+        return handler(config) or 0
+    except Exception as e:  # every failure goes through the on_error policy
+        log_failure(e, logger)
+        code = failure_exit(key, config, logger, defaults)
+        if on_failure is not None:
+            on_failure(code)
+        return code
+
+
+def rewrite_logged(doc, config, selection, logger):
+    """Apply the policy to ``doc``; log every warning and change; return the plan."""
+    from .rewrite import rewrite
+    plan = rewrite(doc, config, selection)
+    for w in plan.warnings:
+        logger.warning("%s", w)
+    for op in plan.ops:
+        logger.info("%s", op.describe())
+    return plan
+
+
+def ovs_for_doc(doc, action, config, environ, logger, vm_id=None):
+    """Apply or clear the OVS QoS of the document's OVS-attached interfaces.
+
+    A domain (or vNIC) with no interface on Open vSwitch never connects to
+    OVSDB.  ``clear`` also removes libvirt < 10.3's leftover rows for the
+    domain unless ``[settings] clean_libvirt_leftovers = no``.
+    """
+    from . import desired, privclient
+    dq = desired.domain_qos(doc)
+    if dq.uuid is None and vm_id:
+        dq = desired.DomainQos(uuid=vm_id, name=dq.name, interfaces=dq.interfaces)
+    if not dq.interfaces:
+        logger.debug("no interface on Open vSwitch: nothing to do")
+        return 0
+    if dq.uuid is None:
+        raise QosHooksError("no domain UUID in the XML and no $vmId")
+    logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
+                ", ".join(i.label for i in dq.interfaces))
+    if action == "apply":
+        privclient.ovs_apply(dq, config, environ, logger)
+    else:
+        privclient.ovs_clear(dq, config, environ, logger,
+                             libvirt_leftovers=config.settings.clean_libvirt_leftovers)
+    return 0
