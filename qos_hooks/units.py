@@ -115,19 +115,26 @@ def _exact(num_bits, den, per_unit_bits, unit_name, text):
     return num_bits // total_den
 
 
+def _parse(text, to_bits, per_unit_bits, unit_name, bare_msg):
+    """A quantity in whole target units: a bare number is already in them;
+    with a unit, ``to_bits`` converts and the result must be exact."""
+    num, den, unit = _split(text)
+    if not unit:
+        if den != 1:
+            raise UnitError("%r: %s" % (text, bare_msg))
+        return num
+    bits, den = to_bits(num, den, unit)
+    return _exact(bits, den, per_unit_bits, unit_name, text)
+
+
 def parse_libvirt_rate(text):
     """Parse a rate into libvirt units (kilobytes/s, 1 = 8000 bit/s).
 
     A bare number is already in libvirt units.  ``100Mbit`` -> 12500,
     ``12MB/s`` -> 12000.
     """
-    num, den, unit = _split(text)
-    if not unit:
-        if den != 1:
-            raise UnitError("%r: libvirt rates are whole numbers of KB/s" % (text,))
-        return num
-    bits, den = _rate_bits_per_second(num, den, unit)
-    return _exact(bits, den, LIBVIRT_RATE_BITS, "KB/s units", text)
+    return _parse(text, _rate_bits_per_second, LIBVIRT_RATE_BITS, "KB/s units",
+                  "libvirt rates are whole numbers of KB/s")
 
 
 def parse_libvirt_burst(text):
@@ -135,46 +142,24 @@ def parse_libvirt_burst(text):
 
     A bare number is already KiB.  ``1MiB`` -> 1024, ``512KiB`` -> 512.
     """
-    num, den, unit = _split(text)
-    if not unit:
-        if den != 1:
-            raise UnitError("%r: libvirt bursts are whole numbers of KiB" % (text,))
-        return num
-    bits, den = _size_bits(num, den, unit)
-    return _exact(bits, den, LIBVIRT_BURST_BITS, "KiB units", text)
+    return _parse(text, _size_bits, LIBVIRT_BURST_BITS, "KiB units",
+                  "libvirt bursts are whole numbers of KiB")
 
 
 def parse_bytes_per_second(text):
     """Parse a byte rate for ``<iotune>`` ``*_bytes_sec`` (bare number = B/s)."""
-    num, den, unit = _split(text)
-    if not unit:
-        if den != 1:
-            raise UnitError("%r: bytes per second must be a whole number" % (text,))
-        return num
-    bits, den = _rate_bits_per_second(num, den, unit)
-    return _exact(bits, den, 8, "bytes/s", text)
+    return _parse(text, _rate_bits_per_second, 8, "bytes/s",
+                  "bytes per second must be a whole number")
 
 
 def parse_bytes(text):
     """Parse a size in bytes (``size_iops_sec``; bare number = bytes)."""
-    num, den, unit = _split(text)
-    if not unit:
-        if den != 1:
-            raise UnitError("%r: bytes must be a whole number" % (text,))
-        return num
-    bits, den = _size_bits(num, den, unit)
-    return _exact(bits, den, 8, "bytes", text)
+    return _parse(text, _size_bits, 8, "bytes", "bytes must be a whole number")
 
 
 def parse_bits_per_second(text):
     """Parse a rate in bit/s (VDSM hostQos ``m1``/``m2``; bare number = bit/s)."""
-    num, den, unit = _split(text)
-    if not unit:
-        if den != 1:
-            raise UnitError("%r: bit/s must be a whole number" % (text,))
-        return num
-    bits, den = _rate_bits_per_second(num, den, unit)
-    return _exact(bits, den, 1, "bit/s", text)
+    return _parse(text, _rate_bits_per_second, 1, "bit/s", "bit/s must be a whole number")
 
 
 def parse_count(text):
