@@ -108,10 +108,11 @@ def _args_status(p):
     _common_ovsdb(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--netns", metavar="NAME",
-                   help="network namespace holding the port devices, for the kernel read-back "
-                        "(default: this process's; tests run OVS in a namespace)")
+                   help="network namespace holding the port and tap devices, for the kernel "
+                        "read-back (default: this process's; tests run OVS in a namespace)")
     p.add_argument("domain_xml", metavar="DOMAIN_XML", nargs="?",
-                   help="compare against this domain's desired QoS (default: every port "
+                   help="compare against this domain's desired QoS, OVS ports and the tc "
+                        "libvirt put on its other taps (Linux bridge) (default: every port "
                         "that carries qos-hooks rows)")
 
 
@@ -161,7 +162,9 @@ COMMANDS = (
     ("status", "qos_hooks.ovs_commands:status_main",
      "desired versus actual QoS per port; non-zero on drift",
      "For every port: desired QoS, what OVSDB holds, what the kernel holds; drift is "
-     "marked and makes the exit code 7.", _args_status),
+     "marked and makes the exit code 7. With DOMAIN_XML, the domain's taps that are not "
+     "on Open vSwitch (Linux bridge) are compared too: the tc htb and ingress qdisc "
+     "libvirt puts on them. A domain without OVS interfaces needs no OVSDB.", _args_status),
     ("resync", "qos_hooks.hostnet:resync_main",
      "re-apply remembered host network QoS on OVS (after an ovs-vswitchd restart)",
      "Re-apply the host network QoS that the last setupNetworks left on the OVS switch "

@@ -8,6 +8,10 @@ port carries QoS qos-hooks may not replace, 7 drift).
 ``apply`` runs the same rewrite as ``dry-run`` (profiles fill the XML's
 ``<bandwidth>``), then executes the OVS plan ``dry-run`` prints for the same
 XML and OVSDB contents.
+
+``status DOMAIN_XML`` also compares the domain's taps that are not on OVS
+with the tc state libvirt put on them (qos_hooks.tap_status); a domain with
+no OVS interface makes no OVSDB connection.
 """
 
 import json
@@ -26,7 +30,7 @@ def _common(args):
     return config, remote, timeout
 
 
-def _domain(args, config):
+def _domain_doc(args, config):
     from .desired import domain_qos
     from .domxml import DomainDoc
     from .dryrun import read_input
@@ -34,7 +38,11 @@ def _domain(args, config):
     data, source = read_input(args.domain_xml)
     doc = DomainDoc(data, source, allow_interface=True)
     rewrite(doc, config, policy.Selection(cli_profile=getattr(args, "profile", None)))
-    return domain_qos(doc)
+    return domain_qos(doc), doc
+
+
+def _domain(args, config):
+    return _domain_doc(args, config)[0]
 
 
 def _print_report(report, out):
@@ -86,24 +94,43 @@ def gc_main(args):
 def status_main(args):
     from . import ovs_backend
     config, remote, timeout = _common(args)
-    dq = _domain(args, config) if args.domain_xml else None
+    dq, doc = _domain_doc(args, config) if args.domain_xml else (None, None)
     netns = getattr(args, "netns", None)
-    st = ovs_backend.status(dq, remote=remote, timeout=timeout, netns=netns)
+    taps = ()
+    if doc is not None:
+        # taps NOT on OVS carry libvirt's own tc QoS (qos_hooks.tap_status)
+        from . import tap_status
+        taps = tap_status.status(tap_status.interface_checks(doc.interfaces()), netns=netns)
+    if dq is not None and not dq.interfaces:
+        # no OVS interface: no OVSDB connection at all
+        st = ovs_backend.StatusReport(remote)
+    else:
+        st = ovs_backend.status(dq, remote=remote, timeout=timeout, netns=netns)
     # host networks (qos_hooks.hostnet) belong to the whole-host view only;
     # status_section makes no OVSDB connection when no host network has QoS
     host_lines, host_json, host_drift = [], [], False
     if dq is None:
         from . import hostnet
         host_lines, host_json, host_drift = hostnet.status_section(remote, timeout, netns=netns)
+    tap_drift = any(t.drift for t in taps)
     if args.json:
         d = st.to_dict()
         d["host_networks"] = host_json
+        if doc is not None:
+            d["tap_ports"] = [t.to_dict() for t in taps]
+            d["drift"] = st.drift or tap_drift
         sys.stdout.write(json.dumps(d, indent=2, default=list) + "\n")
     else:
-        sys.stdout.write(render_status(st))
+        if dq is None or dq.interfaces:
+            sys.stdout.write(render_status(st))
+        elif not taps:
+            sys.stdout.write("no interface of %s has QoS to check (no OVS port, no tap "
+                             "with <bandwidth>)\n" % (dq.name or dq.uuid or "the domain"))
+        for line in tap_status.render(taps) if taps else ():
+            sys.stdout.write(line + "\n")
         for line in host_lines:
             sys.stdout.write(line + "\n")
-    return EXIT_DRIFT if st.drift or host_drift else EXIT_OK
+    return EXIT_DRIFT if st.drift or host_drift or tap_drift else EXIT_OK
 
 
 def _fmt_rate(bps):

@@ -11,6 +11,10 @@ Used to verify what ovs-vswitchd actually did to a port device:
   rate, the kernel holds nothing.  The verification says so as a non-fatal,
   loudly reported difference instead of pretending.
 
+The same read serves qos_hooks.tap_status, which compares the tc state
+libvirt itself puts on taps that are not on OVS (root htb ``default`` class
+included for that: ``htb_default``).
+
 htb ``buffer`` is in psched ticks (/proc/net/psched: ticks per microsecond =
 t2us / us2t); burst bytes = buffer / ticks_per_us * rate / 1e6.
 """
@@ -50,10 +54,12 @@ class KernelPort:
     ingress: bool = False
     ingress_filters: int = 0
     classes: Dict[str, HtbClass] = field(default_factory=dict)
+    htb_default: Optional[int] = None   # root htb's "default" class minor (libvirt: 1 or 2)
 
     def to_dict(self):
         return {"exists": self.exists, "root_qdisc": self.root_kind,
-                "root_handle": self.root_handle, "ingress_qdisc": self.ingress,
+                "root_handle": self.root_handle, "htb_default": self.htb_default,
+                "ingress_qdisc": self.ingress,
                 "ingress_filters": self.ingress_filters,
                 "htb_classes": {k: vars(v) for k, v in sorted(self.classes.items())}}
 
@@ -108,11 +114,13 @@ def read_ports(names, netns=None):
 
 
 def _read(ipr, name, idx, qdiscs, tpu):
-    root_kind = root_handle = None
+    root_kind = root_handle = htb_default = None
     ingress = False
     for q in qdiscs:
         if q["parent"] == TC_H_ROOT:
             root_kind, root_handle = q.get_attr("TCA_KIND"), handle_str(q["handle"])
+            if root_kind == "htb":
+                htb_default = _htb_default(q)
         elif q["parent"] == TC_H_INGRESS or q.get_attr("TCA_KIND") in ("ingress", "clsact"):
             ingress = True
     filters = 0
@@ -137,7 +145,17 @@ def _read(ipr, name, idx, qdiscs, tpu):
             classes[h] = HtbClass(h, handle_str(c["parent"]), rate, ceil,
                                   int(round(p["buffer"] / tpu * rate / 1e6)),
                                   int(round(p["cbuffer"] / tpu * ceil / 1e6)))
-    return KernelPort(name, True, root_kind, root_handle, ingress, filters, classes)
+    return KernelPort(name, True, root_kind, root_handle, ingress, filters, classes, htb_default)
+
+
+def _htb_default(qdisc):
+    """The htb qdisc's default class minor (TCA_HTB_INIT defcls), or None."""
+    opts = qdisc.get_attr("TCA_OPTIONS")
+    init = opts.get_attr("TCA_HTB_INIT") if opts else None
+    try:
+        return int(init["defcls"]) if init else None
+    except (KeyError, TypeError, ValueError):  # pragma: no cover - pyroute2 versions
+        return None
 
 
 def kernel_differences(port, settings, kport, mtu=1500):
