@@ -17,7 +17,7 @@ from setuptools.command.build_py import build_py as _build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Keep in step with MANIFEST.in (the sdist) and qos_hooks/install.py (SRC_*).
-HOST_DIRS = ("hooks", "libvirt-hooks", "libexec", "sudoers")
+HOST_DIRS = ("hooks", "libvirt-hooks", "libexec", "sudoers", "systemd")
 HOST_FILES = ("examples/qos-hooks.conf",)
 
 

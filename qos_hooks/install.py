@@ -50,6 +50,9 @@ LIBVIRT_QEMU_D = LIBVIRT_HOOKS_DIR + "/qemu.d"
 HELPER = "/usr/libexec/qos-hooks/qos-hooks-helper"
 SUDOERS_NAME = "50_vdsm_hook_qos_hooks"
 SUDOERS = "/etc/sudoers.d/" + SUDOERS_NAME
+UNIT_NAME = "qos-hooks-resync.service"
+UNIT = "/usr/lib/systemd/system/" + UNIT_NAME
+UNIT_EXEC = b"ExecStart=/usr/bin/qos-hooks "
 CONFIG = "/etc/qos-hooks/qos-hooks.conf"
 STATE_DIR = "/var/lib/qos-hooks"
 MANIFEST = STATE_DIR + "/installed-files"
@@ -68,6 +71,7 @@ SRC_HOOKS = "hooks"
 SRC_LIBVIRT_HOOK = "libvirt-hooks/qemu.d/" + HOOK_NAME
 SRC_HELPER = "libexec/qos-hooks-helper"
 SRC_SUDOERS = "sudoers/" + SUDOERS_NAME
+SRC_UNIT = "systemd/" + UNIT_NAME
 SRC_CONFIG = "examples/qos-hooks.conf"
 
 
@@ -138,6 +142,9 @@ def layout(root=None):
     sudoers = os.path.join(root, SRC_SUDOERS)
     if os.path.isfile(sudoers):
         items.append(Item(FILE, VDSM, SUDOERS, 0o440, sudoers))
+    unit = os.path.join(root, SRC_UNIT)
+    if os.path.isfile(unit):
+        items.append(Item(FILE, VDSM, UNIT, 0o644, unit))
     libvirt_hook = os.path.join(root, SRC_LIBVIRT_HOOK)
     if os.path.isfile(libvirt_hook):
         items.append(Item(DIR, LIBVIRT, LIBVIRT_QEMU_D, 0o755))
@@ -164,6 +171,10 @@ def rendered(item, interpreter):
         data = f.read()
     if item.kind == EXEC:
         data = fix_shebang(data, interpreter)
+    elif item.target == UNIT:
+        # a pip install has no /usr/bin/qos-hooks: run the package with the
+        # interpreter it was installed for
+        data = data.replace(UNIT_EXEC, b"ExecStart=" + interpreter.encode() + b" -m qos_hooks ")
     return data
 
 

@@ -239,3 +239,27 @@ def test_install_from_wheel(wheel_venv, tmp_path):
     r = subprocess.run([cli, "uninstall", "--root", root], capture_output=True, text=True,
                        cwd="/", env=ph.base_env())
     assert r.returncode == 0 and os.listdir(root) == [], r.stdout + r.stderr
+
+
+def test_resync_unit_runs_this_interpreter_and_verifies(tmp_path):
+    """The systemd unit that re-applies host network QoS after ovs-vswitchd
+    (re)starts: installed with --vdsm, ExecStart rewritten for a pip install,
+    accepted by systemd's own parser, and its command is a real qos-hooks command."""
+    ph.need_tools("systemd-analyze")
+    root = str(tmp_path)
+    qos_hooks("install", "--vdsm", "--root", root)
+    unit = ph.under(root, inst.UNIT)
+    with open(unit) as f:
+        text = f.read()
+    (exec_line,) = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    argv = exec_line[len("ExecStart="):].split()
+    assert argv == [sys.executable, "-m", "qos_hooks", "resync"]
+    assert "PartOf=ovs-vswitchd.service" in text and "WantedBy=ovs-vswitchd.service" in text
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    r = subprocess.run(argv + ["--help"], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0 and "ovs-vswitchd" in r.stdout, r.stderr
+    # the source (what the RPM ships) runs the RPM's command
+    with open(os.path.join(ph.REPO, inst.SRC_UNIT)) as f:
+        assert "ExecStart=/usr/bin/qos-hooks resync\n" in f.read()
