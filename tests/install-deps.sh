@@ -12,10 +12,13 @@ APT_PACKAGES=(
   libvirt-dev pkg-config                  # to build libvirt-python from PyPI
   rpm rpmlint cpio                        # rpmbuild, rpm -qlp, rpm2cpio
   python3-lxml                            # /usr/bin/python3 runs the unpacked RPM hooks (test_rpm)
+  systemd                                 # systemd-analyze verify on the resync unit
+  man-db groff-base                       # man --warnings renders the generated man page
   make
 )
 TOOLS=(ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
-       virt-xml-validate xmllint qemu-system-x86_64 pkg-config rpmbuild rpmlint cpio make)
+       virt-xml-validate xmllint qemu-system-x86_64 pkg-config rpmbuild rpmlint cpio make
+       systemd-analyze man groff)
 
 missing=()
 for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done

@@ -276,8 +276,7 @@ def test_spec_fallback_version_is_current():
 
 
 def test_vdsm_network_hook_from_rpm(unpacked, tmp_path):
-    if "before_network_setup" not in inst.hook_points(ph.REPO):
-        pytest.skip("no hooks/before_network_setup in this tree yet")
+    assert "before_network_setup" in inst.hook_points(ph.REPO)
     pythonpath, config = _paths(unpacked)
     hook = ph.under(unpacked, inst.VDSM_HOOKS_DIR + "/before_network_setup/" + inst.HOOK_NAME)
     r, out = ph.run_network_hook(hook, tmp_path, config, pythonpath, _interpreter())
