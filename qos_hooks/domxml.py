@@ -218,11 +218,6 @@ class DiskInfo(Record):
         return None
 
 
-def _first(elem, path):
-    r = elem.find(path)
-    return r
-
-
 class DomainDoc:
     """A parsed domain (or single ``<interface>``) document and its edits."""
 
