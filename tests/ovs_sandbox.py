@@ -39,6 +39,7 @@ passes silently.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,20 @@ SCHEMA_CANDIDATES = ("/usr/share/openvswitch/vswitch.ovsschema",
                      "/usr/local/share/openvswitch/vswitch.ovsschema")
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl",
          "ip", "tc", "ethtool")
+
+
+def htb_rates(tc_class_text):
+    """{classid: (rate bit/s, ceil bit/s)} from ``tc class show`` text (a test
+    oracle: iproute2 here prints htb classes as text even with -j)."""
+    out = {}
+    for m in re.finditer(r"class htb (\S+) .*?rate (\S+) ceil (\S+)", tc_class_text):
+        out[m.group(1)] = (_tc_bits(m.group(2)), _tc_bits(m.group(3)))
+    return out
+
+
+def _tc_bits(s):
+    m = re.match(r"^([0-9.]+)([KMG]?)bit$", s)
+    return int(float(m.group(1)) * {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}[m.group(2)])
 
 
 class SandboxError(Exception):

@@ -9,7 +9,6 @@ the sudo path.
 """
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import sys
 import pytest
 
 from qos_hooks import policy
-from tests.ovs_sandbox import ovs_sandbox, require  # noqa: F401
+from tests.ovs_sandbox import htb_rates, ovs_sandbox, require  # noqa: F401
 from tests.vdsm_runner import HookError, run_hook_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,16 +222,7 @@ def _ovs_rows(sb):
 
 def _tc_rates(sb, dev):
     """{classid: (rate bit/s, ceil bit/s)} of the htb classes on dev (tc text)."""
-    text = sb.tc_text("class", "show", "dev", dev)
-    out = {}
-    for m in re.finditer(r"class htb (\S+) .*?rate (\S+) ceil (\S+)", text):
-        out[m.group(1)] = (_bits(m.group(2)), _bits(m.group(3)))
-    return out
-
-
-def _bits(s):
-    m = re.match(r"^([0-9.]+)([KMG]?)bit$", s)
-    return int(float(m.group(1)) * {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}[m.group(2)])
+    return htb_rates(sb.tc_text("class", "show", "dev", dev))
 
 
 def assert_ovs_has(sb, dev, bandwidth, domain_uuid=UUID):

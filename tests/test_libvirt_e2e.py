@@ -26,7 +26,7 @@ import pytest
 from qos_hooks import live, policy
 from qos_hooks.ovs_plan import LIBVIRT_VM_KEY, OWNER_KEY, map_bandwidth
 from tests.libvirtd_host import HostError, LibvirtdHost, domain_xml, missing_requirement
-from tests.ovs_sandbox import require
+from tests.ovs_sandbox import htb_rates, require
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirtd, pytest.mark.ovs]
 
@@ -74,17 +74,8 @@ def _tap(dom):
 
 
 def _tc_rates(dev):
-    text = subprocess.run(["tc", "class", "show", "dev", dev], stdout=subprocess.PIPE,
-                          universal_newlines=True, check=True).stdout
-    out = {}
-    for m in re.finditer(r"class htb (\S+) .*?rate (\S+) ceil (\S+)", text):
-        out[m.group(1)] = (_bits(m.group(2)), _bits(m.group(3)))
-    return out
-
-
-def _bits(s):
-    m = re.match(r"^([0-9.]+)([KMG]?)bit$", s)
-    return int(float(m.group(1)) * {"": 1, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}[m.group(2)])
+    return htb_rates(subprocess.run(["tc", "class", "show", "dev", dev], stdout=subprocess.PIPE,
+                                    universal_newlines=True, check=True).stdout)
 
 
 def _wait(pred, what, timeout=10):
