@@ -28,6 +28,7 @@ When a piece is missing, ``require`` calls pytest.fail naming it under
 CI=true, pytest.skip otherwise.
 """
 
+import fcntl
 import glob
 import os
 import shutil
@@ -41,6 +42,7 @@ from tests.ovs_sandbox import SCHEMA_CANDIDATES, _decode, require  # noqa: F401
 import json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCK_PATH = "/run/lock/qos-hooks-e2e-host.lock"
 QEMU_HOOK = os.path.join(REPO, "libvirt-hooks", "qemu.d", "50_qos_hooks")
 TOOLS = ("libvirtd", "qemu-system-x86_64", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
          "ovsdb-tool", "unshare", "mount", "ip", "tc")
@@ -66,8 +68,6 @@ def missing_requirement():
         import libvirt  # noqa: F401
     except ImportError:
         return "needs the libvirt Python binding (pip install libvirt-python)"
-    if _root_ns_vswitchd_running():
-        return "an ovs-vswitchd already runs in the root network namespace"
     return None
 
 
@@ -234,6 +234,15 @@ class LibvirtdHost:
         self._launch_libvirtd()
 
     def start(self):
+        # One root-namespace host at a time on this machine: parallel test
+        # runs (several checkouts) wait here instead of failing on a busy
+        # ovs-netdev tap or a second vswitchd in the root namespace.
+        self._lock = open(LOCK_PATH, "a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        if _root_ns_vswitchd_running():
+            self._lock.close()
+            self._lock = None
+            raise HostError("an ovs-vswitchd already runs in the root network namespace")
         try:
             self._start_ovs()
             self._start_libvirtd()
@@ -280,6 +289,9 @@ class LibvirtdHost:
             _run(["ip", "link", "del", dev], check=False)
         if not os.environ.get("QH4_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.close()          # releases the flock
 
     def _stop_libvirtd(self):
         if self.libvirtd is not None:
