@@ -1,24 +1,36 @@
 # The two commands in the README:
-#   make dry-run   the main job on the shipped example (installs the package first)
-#   make check     the whole test suite (installs Debian and pip packages first)
-PYTHON ?= python3
+#   make dry-run   the main job on the shipped example (makes .venv/ first)
+#   make check     the whole test suite (installs Debian packages, makes .venv/ first)
+#
+# Everything Python goes into the virtual environment .venv/ of this checkout,
+# made from PYTHON: the distribution's /usr/bin/python3 when there is one (what
+# an operator has; Debian 12 marks it externally managed, PEP 668, so nothing
+# is ever pip-installed into it), else the first python3 on PATH.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+# the tests start hook executables (#!/usr/bin/env python3): the venv's python3 first
+VENV_PATH := $(abspath $(VENV))/bin:$(PATH)
 EXAMPLE ?= examples/ovirt-guest.xml
 
-.PHONY: dry-run check deps lint test
+.PHONY: dry-run check deps venv lint test
 
 dry-run:
-	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e . >&2
-	$(PYTHON) -m qos_hooks dry-run --config examples/qos-hooks.conf $(EXAMPLE)
+	@bash tools/mkvenv.sh $(PYTHON) $(VENV)
+	$(VPY) -m qos_hooks dry-run --config examples/qos-hooks.conf $(EXAMPLE)
+
+venv:
+	bash tools/mkvenv.sh $(PYTHON) $(VENV) ovs,libvirt,test
 
 deps:
-	bash tests/install-deps.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash tests/install-deps.sh
 
 # Python 3.9 (EL9's interpreter) is checked statically: vermin finds any
 # language or library feature newer than 3.9; if a 3.9 interpreter is on the
 # machine, every file is also byte-compiled with it.
 lint:
-	vermin --target=3.9- --violations --eval-annotations --no-tips -q qos_hooks hooks bench tests
-	$(PYTHON) -m pyflakes qos_hooks bench tools hooks/*/50_qos_hooks libvirt-hooks/qemu.d/50_qos_hooks libexec/qos-hooks-helper
+	$(VENV)/bin/vermin --target=3.9- --violations --eval-annotations --no-tips -q qos_hooks hooks bench tests
+	$(VPY) -m pyflakes qos_hooks bench tools hooks/*/50_qos_hooks libvirt-hooks/qemu.d/50_qos_hooks libexec/qos-hooks-helper
 	@py39=$$(ls /root/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -n1); \
 	if [ -z "$$py39" ] && python3.9 -c '' 2>/dev/null; then py39=python3.9; fi; \
 	if [ -n "$$py39" ]; then \
@@ -26,7 +38,7 @@ lint:
 	else echo "no python3.9 interpreter on this machine: vermin check only"; fi
 
 test:
-	$(PYTHON) -m pytest -q
+	PATH=$(VENV_PATH) $(VPY) -m pytest -q
 
 check: deps lint test
 
@@ -44,5 +56,5 @@ rpm:
 	else echo "rpmlint not installed: skipped (apt-get install rpmlint)"; fi
 
 man:
-	$(PYTHON) tools/gen-manpage.py --output docs/qos-hooks.1
+	$(VPY) tools/gen-manpage.py --output docs/qos-hooks.1
 	@echo "docs/qos-hooks.1 (view: man -l docs/qos-hooks.1)"

@@ -12,11 +12,12 @@ APT_PACKAGES=(
   libvirt-dev pkg-config                  # to build libvirt-python from PyPI
   rpm rpmlint cpio                        # rpmbuild, rpm -qlp, rpm2cpio
   python3-lxml                            # /usr/bin/python3 runs the unpacked RPM hooks (test_rpm)
+  python3-venv python3-dev gcc            # .venv/ from /usr/bin/python3; libvirt-python builds against it
   systemd                                 # systemd-analyze verify on the resync unit
   man-db groff-base                       # man --warnings renders the generated man page
   make
 )
-TOOLS=(ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
+TOOLS=(gcc ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
        virt-xml-validate xmllint qemu-system-x86_64 pkg-config rpmbuild rpmlint cpio make
        systemd-analyze man groff)
 
@@ -24,6 +25,10 @@ missing=()
 for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 if [ ! -e /usr/include/libvirt/libvirt.h ]; then missing+=(libvirt-dev); fi
 if ! /usr/bin/python3 -c 'import lxml.etree' >/dev/null 2>&1; then missing+=(python3-lxml); fi
+if ! /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+if [ ! -e "$(/usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h" ]; then
+  missing+=(python3-dev)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: missing ${missing[*]}; installing Debian packages" >&2
   if [ "$(id -u)" != 0 ]; then
@@ -35,5 +40,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[ovs,libvirt,test]'
+# The Python side goes into the checkout's virtual environment (never into the
+# system interpreter: PEP 668).
+bash tools/mkvenv.sh "${PYTHON:-/usr/bin/python3}" "${VENV:-.venv}" ovs,libvirt,test
