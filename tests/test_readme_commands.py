@@ -10,8 +10,6 @@ that the system interpreter is left as it was.
 import os
 import subprocess
 
-import pytest
-
 from tests.ovs_sandbox import require
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
