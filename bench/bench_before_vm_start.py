@@ -5,8 +5,10 @@ with lxml, and print the median ratio (target: at most 1.5x).
 What is timed, each run a fresh process, as VDSM runs it
 (lib/vdsm/common/hooks.py): ``hooks/before_vm_start/50_qos_hooks`` with no
 arguments, the domain XML in a temporary file named by ``$_hook_domxml``,
-``QOS_HOOKS_CONFIG`` naming a policy file, the VM custom property
-``qos_profile`` in the environment.  The domain has 32 interfaces and 32
+``QOS_HOOKS_CONFIG`` naming the policy file an operator really has (the
+shipped examples/qos-hooks.conf, profile ``gold``, by default; ``--config``
+and ``--profile`` pick another, ``--bench-config`` the small policy written
+for this bench), the VM custom property ``qos_profile`` in the environment.  The domain has 32 interfaces and 32
 disks, so the rewrite does real work (bandwidth on every vNIC, iotune on
 every disk, a CPU cap); the file is restored before every run.
 
@@ -14,7 +16,7 @@ The floor is ``python3 -c 'import lxml.etree'``: any Python hook that parses
 XML with lxml pays that much.  Runs alternate between the two commands so
 that machine noise hits both alike.
 
-    python3 bench/bench_before_vm_start.py [--runs N] [--json]
+    python3 bench/bench_before_vm_start.py [--runs N] [--json] [--config FILE --profile NAME | --bench-config]
 
 Exit status: 0 when the median ratio is at most the target, 1 above it
 (``--no-fail`` always exits 0), 2 when the hook itself failed.
@@ -32,8 +34,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOOK = os.path.join(ROOT, "hooks", "before_vm_start", "50_qos_hooks")
 TARGET = 1.5
+SHIPPED_CONFIG = os.path.join(ROOT, "examples", "qos-hooks.conf")
+SHIPPED_PROFILE = "gold"
 
-CONFIG = """\
+BENCH_CONFIG = """\
 [settings]
 ovsdb = unix:/nonexistent/qos-hooks-bench/db.sock
 host_cpus = 16
@@ -107,12 +111,20 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even above the target")
+    ap.add_argument("--config", default=SHIPPED_CONFIG,
+                    help="policy file (default: the shipped examples/qos-hooks.conf)")
+    ap.add_argument("--profile", default=SHIPPED_PROFILE,
+                    help="profile the VM asks for (default: %s)" % SHIPPED_PROFILE)
+    ap.add_argument("--bench-config", action="store_true",
+                    help="use the small policy written for this bench (profile 'bench')")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="qos-hooks-bench-") as tmp:
-        conf = os.path.join(tmp, "qos-hooks.conf")
-        with open(conf, "w") as f:
-            f.write(CONFIG)
+        conf, profile = os.path.abspath(args.config), args.profile
+        if args.bench_config:
+            conf, profile = os.path.join(tmp, "qos-hooks.conf"), "bench"
+            with open(conf, "w") as f:
+                f.write(BENCH_CONFIG)
         xml_path = os.path.join(tmp, "domain.xml")
         original = domain_xml()
 
@@ -122,7 +134,7 @@ def main(argv=None):
 
         env = dict(os.environ)
         env.update({"_hook_domxml": xml_path, "QOS_HOOKS_CONFIG": conf,
-                    "qos_profile": "bench", "vmId": "00000000-0000-4000-8000-000000000032",
+                    "qos_profile": profile, "vmId": "00000000-0000-4000-8000-000000000032",
                     "PYTHONPATH": ROOT + os.pathsep + env.get("PYTHONPATH", "")})
         env.pop("QOS_HOOKS_LOG_LEVEL", None)   # VDSM's default: INFO, one line per change
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -155,12 +167,13 @@ def main(argv=None):
               "floor_median_ms": round(fl * 1000, 2), "ratio": round(ratio, 3),
               "min_ratio": round(min_ratio, 3),
               "target": TARGET, "within_target": ratio <= TARGET,
-              "nics": 32, "disks": 32, "python": sys.version.split()[0]}
+              "nics": 32, "disks": 32, "python": sys.version.split()[0],
+              "config": conf if not args.bench_config else "(bench config)", "profile": profile}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print("before_vm_start (32 NICs, 32 disks): median %.1f ms over %d runs"
-              % (h * 1000, args.runs))
+        print("before_vm_start (32 NICs, 32 disks, %s, profile %s): median %.1f ms over %d runs"
+              % (result["config"], profile, h * 1000, args.runs))
         print("floor python3 -c 'import lxml.etree': median %.1f ms" % (fl * 1000))
         print("fastest runs: hook %.1f ms, floor %.1f ms (ratio %.2fx)"
               % (min(hook_t) * 1000, min(floor_t) * 1000, min_ratio))

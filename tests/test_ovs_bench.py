@@ -43,8 +43,13 @@ def test_mapping_analysis_on_a_synthetic_trace():
 def test_apply_bench_runs_on_a_few_ports():
     require()
     p = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "bench_ovs_apply.py"),
-                        "--ports", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        "--ports", "4", "--scale", "2,3", "--concurrent", "2x2"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "ratio libvirt / qos-hooks" in p.stdout
+    assert "ratio libvirt / `qos-hooks apply` (whole process, 4 ports, shipped config)" in p.stdout
+    assert "ratio libvirt / qos-hooks in-process" in p.stdout
     assert "(0 fatal differences" in p.stdout
+    assert "scale: qos-hooks apply of     3 ports" in p.stdout
+    assert "concurrent: 2 qos-hooks apply processes x 2 ports" in p.stdout
+    assert "(0 failed)" in p.stdout
