@@ -246,3 +246,121 @@ def test_hook_log_shows_every_operation(host):
     for op in ("started", "stopped", "release"):
         assert re.search(r"Calling hook /etc/libvirt/hooks/qemu.d/50_qos_hooks id=\S+ op=%s"
                          % op, log), op
+
+
+# -- save / restore: the hook prints the XML only when the policy changed it ----
+
+def _install_hook_with_config(h, conf_text):
+    """Run this project's hook from libvirt's qemu.d with a config of the
+    test's own (libvirtd passes hooks no QOS_HOOKS_CONFIG): a two-line
+    wrapper replaces the installed copy, atomically (a non-executable file in
+    qemu.d is skipped by libvirt, os.replace swaps it in)."""
+    from tests.libvirtd_host import QEMU_HOOK
+    conf = os.path.join(h.dir, "restore-test.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    dst = os.path.join(h.hook_dir, "50_qos_hooks")
+    tmp = os.path.join(h.hook_dir, ".50_qos_hooks.new")
+    with open(tmp, "w") as f:
+        f.write("#!/bin/sh\nQOS_HOOKS_CONFIG=%s exec %s \"$@\"\n" % (conf, QEMU_HOOK))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+
+
+def _reinstall_hook(h):
+    import shutil
+    from tests.libvirtd_host import QEMU_HOOK
+    dst = os.path.join(h.hook_dir, "50_qos_hooks")
+    tmp = os.path.join(h.hook_dir, ".50_qos_hooks.new")
+    shutil.copy2(QEMU_HOOK, tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+
+
+def _taints(h, dom):
+    """The domain's taint flags as libvirt 9.0 exposes them: the domain log
+    line ``Domain id=N is tainted: FLAG`` (qemuDomainObjTaint, written from
+    qemuDomainObjCheckTaint at launch) and virDomainGetMessages."""
+    import libvirt
+    log = h.log(os.path.join("var-log", "qemu", dom.name() + ".log"))
+    flags = set(re.findall(r"Domain id=%d is tainted: (\S+)" % dom.ID(), log))
+    return flags, dom.messages(libvirt.VIR_DOMAIN_MESSAGE_TAINTING)
+
+
+def _save_restore(h, dom):
+    path = os.path.join(h.dir, dom.name() + ".save")
+    name = dom.name()
+    call = r"Calling hook /etc/libvirt/hooks/qemu.d/50_qos_hooks id=%s op=restore" % name
+    calls = len(re.findall(call, h.log("libvirtd.log")))
+    dom.save(path)
+    h.conn().restore(path)
+    os.unlink(path)
+    assert len(re.findall(call, h.log("libvirtd.log"))) == calls + 1
+    return h.conn().lookupByName(name)
+
+
+NOOP_CONF = """\
+[settings]
+ovsdb = {remote}
+ovsdb_timeout = 5
+default_profile = gold
+
+[profile gold]
+on_existing = fill
+inbound.average = 1000
+inbound.peak = 2000
+inbound.burst = 256
+outbound.average = 500
+outbound.burst = 128
+"""
+
+CHANGING_CONF = """\
+[settings]
+ovsdb = {remote}
+ovsdb_timeout = 5
+default_profile = silver
+
+[profile silver]
+on_existing = override
+inbound.average = 250
+outbound.average = 125
+"""
+
+
+def test_save_restore_taints_only_when_the_policy_changes_the_xml(host):
+    """virsh save / virsh restore of a running guest.  A policy that changes
+    nothing (the domain already has its profile's <bandwidth>): the restore
+    hook prints nothing, so libvirt does not taint the domain "hook-script"
+    (it would for ANY output, even the unchanged document: qemu_saveimage.c /
+    qemu_driver.c restore path -> priv->hookRun -> qemuDomainObjCheckTaint).
+    A policy that changes the XML: the restored domain runs with the new
+    <bandwidth>, in libvirt and on OVS, and is tainted, as libvirt documents."""
+    dom, u = _start(host, "qh4-e2e-restore")
+    name = dom.name()
+    try:
+        _install_hook_with_config(host, NOOP_CONF.format(remote=host.remote))
+        assert "hook-script" not in _taints(host, dom)[0]
+        dom = _save_restore(host, dom)
+        flags, messages = _taints(host, dom)
+        assert "high-privileges" in flags          # the log is read right
+        assert "hook-script" not in flags, flags
+        assert not [m for m in messages if "hook" in m], messages
+        assert_applied(host, _tap(dom), GOLD, u)
+
+        _install_hook_with_config(host, CHANGING_CONF.format(remote=host.remote))
+        dom = _save_restore(host, dom)
+        silver = policy.Bandwidth(inbound=policy.Rate(average=250),
+                                  outbound=policy.Rate(average=125))
+        assert "<inbound average='250'/>" in dom.XMLDesc(0)
+        assert "<outbound average='125'/>" in dom.XMLDesc(0)
+        assert_applied(host, _tap(dom), silver, u)
+        flags, messages = _taints(host, dom)
+        assert "hook-script" in flags, flags
+        assert [m for m in messages if "hook" in m], messages
+    finally:
+        _reinstall_hook(host)
+        try:
+            host.conn().lookupByName(name).destroy()
+        except Exception:
+            pass
+    assert _rows_for(host, u) == [[], []]
