@@ -364,3 +364,112 @@ def test_save_restore_taints_only_when_the_policy_changes_the_xml(host):
         except Exception:
             pass
     assert _rows_for(host, u) == [[], []]
+
+
+def _install_failing_hook(h, failing_ops):
+    """A qemu.d script that exits 1 at the given operations and runs this
+    project's hook (with its default on_error) at every other one."""
+    from tests.libvirtd_host import QEMU_HOOK
+    dst = os.path.join(h.hook_dir, "50_qos_hooks")
+    tmp = os.path.join(h.hook_dir, ".50_qos_hooks.new")
+    with open(tmp, "w") as f:
+        f.write("#!/bin/sh\ncase \" %s \" in *\" $2 \"*) echo \"failing $2 on purpose\" >&2; "
+                "exit 1;; esac\nexec %s \"$@\"\n" % (" ".join(failing_ops), QEMU_HOOK))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+
+
+def test_what_libvirt_does_with_a_failing_hook(host):
+    """docs/hooks.md, checked on libvirt 9.0: a failing ``started`` aborts a
+    normal start and a restore (qemuProcessFinishStartup fails ->
+    qemuProcessStart stops the domain, qemuProcessStop); a failing
+    ``restore`` aborts the restore and leaves the image usable; a failing
+    ``stopped``/``release`` changes nothing (qemuProcessStop ignores them)."""
+    import libvirt
+    name = "qh4-e2e-failing"
+    path = os.path.join(host.dir, name + ".save")
+    try:
+        _install_failing_hook(host, ["started"])
+        with pytest.raises(libvirt.libvirtError, match="Hook script execution failed"):
+            _start(host, name)
+        assert name not in [d.name() for d in host.conn().listAllDomains()]
+
+        _install_failing_hook(host, ["stopped", "release"])
+        dom, u = _start(host, name)
+        assert_applied(host, _tap(dom), GOLD, u)
+        dom.save(path)                         # stopped/release fail: the save stands
+        assert name not in [d.name() for d in host.conn().listAllDomains()]
+
+        for op in ("restore", "started"):
+            _install_failing_hook(host, [op])
+            with pytest.raises(libvirt.libvirtError, match="Hook script execution failed"):
+                host.conn().restore(path)
+            assert name not in [d.name() for d in host.conn().listAllDomains()], op
+
+        _reinstall_hook(host)
+        host.conn().restore(path)              # the image is intact
+        dom = host.conn().lookupByName(name)
+        assert dom.isActive()
+        assert_applied(host, _tap(dom), GOLD, u)
+        _install_failing_hook(host, ["stopped", "release"])
+        dom.destroy()                          # destroy succeeds anyway
+        assert name not in [d.name() for d in host.conn().listAllDomains()]
+    finally:
+        _reinstall_hook(host)
+        if os.path.exists(path):
+            os.unlink(path)
+        for d in host.conn().listAllDomains():
+            if d.name() == name:
+                d.destroy()
+    # the rows of the last run are left: its stopped/release hooks "failed"
+    for table in ("QoS", "Queue"):
+        for r in host.rows(table):
+            host.vsctl("--if-exists", "destroy", table, r["_uuid"])
+
+
+def test_reload_rescans_the_hook_directory(host):
+    """libvirtd decides at start-up whether the qemu driver has hooks
+    (virHookInitialize); a hook installed later into a hook-less daemon is
+    not run until a reload: SIGHUP (``systemctl reload``) makes
+    remote_daemon.c's reload handler call the daemon hook's ``reload``, and
+    virHookCall runs virHookInitialize again for it."""
+    import signal
+    import time
+    dst = os.path.join(host.hook_dir, "50_qos_hooks")
+    log = lambda: host.log("libvirtd.log")                          # noqa: E731
+    scans = lambda: log().count("No hook script /etc/libvirt/hooks/daemon")  # noqa: E731
+
+    def reload():
+        before = scans()
+        with open(os.path.join(host.dir, "libvirtd.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGHUP)
+        _wait(lambda: scans() > before, "libvirtd to re-scan its hooks", timeout=30)
+        time.sleep(0.5)                  # the reload thread finishes virStateReload
+
+    def hook_ran(name):
+        return bool(re.search(r"Calling hook \S+ id=%s op=started" % re.escape(name), log()))
+
+    def run(name):
+        dom, u = _start(host, name)
+        try:
+            return hook_ran(name), [r for r in host.rows("QoS")
+                                    if r["external_ids"].get(OWNER_KEY) == u]
+        finally:
+            dom.destroy()
+            for table in ("QoS", "Queue"):   # libvirt 9.0 leaks its own rows
+                for r in host.rows(table):
+                    host.vsctl("--if-exists", "destroy", table, r["_uuid"])
+
+    try:
+        os.unlink(dst)
+        reload()                                       # now a daemon without qemu hooks
+        assert run("qh4-e2e-nohook") == (False, [])
+        _reinstall_hook(host)                          # installed, but not seen yet
+        assert run("qh4-e2e-notyet") == (False, [])
+        reload()
+        ran, ours = run("qh4-e2e-reloaded")
+        assert ran and len(ours) == 1
+    finally:
+        if not os.path.exists(dst):
+            _reinstall_hook(host)
+        reload()
