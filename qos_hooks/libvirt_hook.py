@@ -23,14 +23,15 @@ Only migrate and restore may print XML: libvirt reads stdout only there.
 This hook prints the whole document when the policy changed it, and NOTHING
 when it did not.  Any non-empty output makes libvirt parse it, check its ABI
 against the original and mark the domain tainted "hook-script" (libvirt
-src/qemu/qemu_migration.c qemuMigrationDstPrepareAny, src/qemu/qemu_saveimage.c
-and the restore path; qemuDomainObjTaint / qemuDomainObjCheckTaint), even
-when the bytes are the ones libvirt passed in.  Empty output means "use the
-XML as it was" (qemuMigrationDstPrepareAny: "Migrate hook filter returned
-nothing"), and with several scripts in qemu.d an empty output leaves an
-earlier script's output in place: virHookCall (src/util/virhook.c) replaces
-its ``*output`` only when a script succeeded and printed something, and
-feeds the next script the last non-empty output.
+src/qemu/qemu_migration.c qemuMigrationDstPrepareAny sets taint_hook, then
+priv->hookRun, which qemuDomainObjCheckTaint turns into the taint; the
+restore path does the same, measured on libvirt 9.0 by
+tests/test_libvirt_e2e.py), even when the bytes are the ones libvirt passed
+in.  Empty output means "use the XML as it was" (qemuMigrationDstPrepareAny:
+"Migrate hook filter returned nothing"), and with several scripts in qemu.d
+an empty output leaves an earlier script's output in place: virHookCall
+(src/util/virhook.c) replaces its ``*output`` only when a script succeeded
+and printed something, and feeds the next script the last non-empty output.
 
 The hook never calls libvirt (libvirt waits for it: deadlock), imports no
 libvirt module, and never runs longer than ``ovsdb_timeout`` +
