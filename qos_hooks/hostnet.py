@@ -38,8 +38,10 @@ hostQos shape (engine -> VDSM): ``{"out": {"ls"|"ul"|"rt": {"m1", "d", "m2"}}}``
 engine's "link share" 1..100, only its ratio to other networks matters to
 hfsc), ``d`` in microseconds.  The kernel's ``struct tc_service_curve``
 (include/uapi/linux/pkt_sched.h) holds m1/m2 as u32 BYTES per second and d as
-u32 microseconds, so rates above (2^32-1)*8 bit/s cannot be expressed
-(the engine's own ceiling of 34359 Mbit/s is that bound).
+u32 microseconds, so rates above (2^32-1)*8 bit/s (34359 Mbit/s) cannot be
+expressed.  The engine caps the upper limit and the real-time rate at half of
+that, ``MaxAverageNetworkQoSValue`` = 17179 Mbit/s (``ENGINE_MAX_AVERAGE_BPS``);
+34359 Mbit/s is its cap for a vNIC's peak, not for host QoS.
 """
 
 import fcntl
@@ -65,6 +67,15 @@ DIRECTION = "out"                     # VDSM supports outbound host QoS only
 # struct tc_service_curve: __u32 m1, d, m2 with m1/m2 in bytes/s (pkt_sched.h)
 MAX_RATE_BPS = (2 ** 32 - 1) * 8
 MAX_D_US = 2 ** 32 - 1
+# The engine's ceiling for a host network QoS upper limit and real-time rate:
+# ovirt-engine HostNetworkQosProperties puts @ConfiguredRange(min = 1,
+# maxConfigValue = MaxAverageNetworkQoSValue) on outAverageUpperlimit and
+# outAverageRealtime (Mbit/s; HostNetworkQosMapper sends them to VDSM as m2
+# times 1000*1000), and MaxAverageNetworkQoSValue defaults to 17179
+# (packaging/dbscripts/upgrade/pre_upgrade/0000_config.sql; 34359 is
+# MaxPeakNetworkQoSValue, a vNIC's peak).
+ENGINE_MAX_AVERAGE_MBPS = 17179
+ENGINE_MAX_AVERAGE_BPS = ENGINE_MAX_AVERAGE_MBPS * 1000 * 1000
 
 SWITCH_OVS = "ovs"
 PROFILE_PROPERTY = policy.PROFILE_PROPERTY     # network custom property "qos_profile"
@@ -283,7 +294,13 @@ def _curve(net, name, raw, fixes):
             raise _bad(net, path + "[m2]", m2, "a link-share weight of 0 takes no share",
                        "1..%d" % MAX_RATE_BPS)
         raise _bad(net, path + "[m2]", m2, "a %s of 0 bit/s stops the network"
-                   % CURVE_NAMES[name], "1..%d bit/s" % MAX_RATE_BPS)
+                   % CURVE_NAMES[name], "1..%d bit/s" % ENGINE_MAX_AVERAGE_BPS)
+    if name != "ls" and m2 > ENGINE_MAX_AVERAGE_BPS:
+        raise _bad(net, path + "[m2]", m2,
+                   "%s %s is above the engine's ceiling for host network QoS "
+                   "(ovirt-engine MaxAverageNetworkQoSValue = %d Mbit/s)"
+                   % (CURVE_NAMES[name], units.format_bps(m2), ENGINE_MAX_AVERAGE_MBPS),
+                   "1..%d bit/s" % ENGINE_MAX_AVERAGE_BPS)
     return Curve(m2=m2, m1=m1, d=d)
 
 
@@ -329,7 +346,7 @@ def check_consistency(net, qos, vlan=None):
             raise _bad(net, "[out][ul][m2]", qos.ul.m2,
                        "upper limit %s is below the real-time rate %s"
                        % (units.format_bps(qos.ul.m2), units.format_bps(qos.rt.m2)),
-                       "%d..%d bit/s" % (qos.rt.m2, MAX_RATE_BPS))
+                       "%d..%d bit/s" % (qos.rt.m2, ENGINE_MAX_AVERAGE_BPS))
         if qos.ul.initial_rate() < qos.rt.initial_rate():
             raise _bad(net, "[out][ul]", qos.ul.to_json(),
                        "upper limit starts at %s, below the real-time curve's %s"

@@ -14,15 +14,24 @@ reconnect/begin     has already written its own QoS for ``<bandwidth>``)
 release/end         clear OVS QoS for the domain, including libvirt 9.0's own
 stopped/end         leftover QoS/Queue rows (libvirt < 10.3 never removes them)
 migrate/begin       rewrite the incoming XML by policy; print it on stdout
+                    only if that changed it
 restore/begin       same as migrate
 anything else       exit 0, print nothing
 ==================  ===========================================================
 
-Only migrate and restore may print XML: libvirt reads stdout only there, and
-treats empty output as "use the original XML" (qemu_migration.c,
-qemuMigrationDstPrepareAny: "Migrate hook filter returned nothing").  With
-several scripts in qemu.d one script's output feeds the next, so this hook
-always prints the whole document, unchanged when the policy changes nothing.
+Only migrate and restore may print XML: libvirt reads stdout only there.
+This hook prints the whole document when the policy changed it, and NOTHING
+when it did not.  Any non-empty output makes libvirt parse it, check its ABI
+against the original and mark the domain tainted "hook-script" (libvirt
+src/qemu/qemu_migration.c qemuMigrationDstPrepareAny sets taint_hook, then
+priv->hookRun, which qemuDomainObjCheckTaint turns into the taint; the
+restore path does the same, measured on libvirt 9.0 by
+tests/test_libvirt_e2e.py), even when the bytes are the ones libvirt passed
+in.  Empty output means "use the XML as it was" (qemuMigrationDstPrepareAny:
+"Migrate hook filter returned nothing"), and with several scripts in qemu.d
+an empty output leaves an earlier script's output in place: virHookCall
+(src/util/virhook.c) replaces its ``*output`` only when a script succeeded
+and printed something, and feeds the next script the last non-empty output.
 
 The hook never calls libvirt (libvirt waits for it: deadlock), imports no
 libvirt module, and never runs longer than ``ovsdb_timeout`` +
@@ -30,11 +39,15 @@ libvirt module, and never runs longer than ``ovsdb_timeout`` +
 
 Failure policy (``[settings] on_error.qemu.<operation>`` = fail|continue):
 a non-zero exit at ``started`` makes libvirt stop the domain it just
-started, at ``reconnect`` it kills the running domain, at ``migrate`` it
-refuses the incoming migration.  Defaults: migrate and restore fail closed
-(an incoming domain is not accepted with a policy we cannot apply); started,
-reconnect, release and stopped continue (log the error, exit 0) so an OVSDB
-outage never kills or blocks a domain.
+started (a normal start, a restore, or the destination of an incoming
+migration), at ``reconnect`` it kills the running domain, at ``migrate`` it
+refuses the incoming migration, at ``restore`` it aborts the restore; the
+exit of ``stopped`` and ``release`` is ignored (docs/hooks.md cites the
+libvirt functions).  Defaults: migrate and restore fail closed (an incoming
+domain is not accepted with a policy we cannot apply); started, reconnect,
+release and stopped continue (log the error, exit 0) so an OVSDB outage
+never kills or blocks a domain.  ``continue`` at migrate/restore prints
+nothing: libvirt goes on with the XML as it was.
 """
 
 import os
@@ -90,18 +103,20 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
         doc = DomainDoc(data, source)
         if op in REWRITE_OPS:
             hookbase.rewrite_logged(doc, config, policy.Selection(), logger)
-            stdout.write(doc.serialize())
+            out = doc.serialize()
+            if out == data:
+                # nothing changed: print nothing, so libvirt keeps its XML
+                # (or an earlier qemu.d script's output) and taints nothing
+                logger.debug("policy changed nothing: no output")
+                return 0
+            stdout.write(out)
             stdout.flush()
             return 0
         return hookbase.ovs_for_doc(doc, "apply" if op in APPLY_OPS else "clear",
                                     config, env, logger)
 
-    def on_failure(code):
-        # migrate/restore with on_error=continue: the next script and libvirt
-        # get the original XML, unchanged
-        if code == 0 and op in REWRITE_OPS and data:
-            stdout.write(data)
-            stdout.flush()
-
+    # A failure with on_error=continue prints nothing at migrate/restore
+    # either: libvirt (and the next qemu.d script) carry on with the XML as it
+    # was, and the domain is not tainted.
     return hookbase.run("qemu." + op, handle, environ=env, logger=logger,
-                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure)
+                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN)

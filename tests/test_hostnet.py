@@ -159,6 +159,30 @@ def test_invalid_requests_fail_naming_network_and_value(env, qos, words):
         assert w in res.stderr, (w, res.stderr)
 
 
+@pytest.mark.parametrize("curve", ["ul", "rt"])
+def test_engine_ceiling_17179_mbit_for_upper_limit_and_real_time(curve):
+    """The engine refuses an upper limit or real-time rate above
+    MaxAverageNetworkQoSValue = 17179 Mbit/s (ovirt-engine
+    HostNetworkQosProperties; 34359 Mbit/s is the vNIC peak cap): so does
+    the hook, and its message quotes that bound, not the kernel's."""
+    at = {"ls": 10, "ul": 17179, "rt": 17179}
+    ok = hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(**{
+        "linkshare": at["ls"], "upperlimit": at["ul"], "realtime": at["rt"]})}}, CFG)
+    assert ok                                   # exactly the ceiling: accepted
+    above = {"out": {"ls": {"m2": 10}, curve: {"m2": 20000 * MBIT}}}
+    with pytest.raises(InputError) as ei:
+        hostnet.decide({"n": {"nic": "e0", "hostQos": above}}, CFG)
+    msg = str(ei.value)
+    assert "'n'" in msg and "[out][%s][m2] = 20000000000" % curve in msg
+    assert "MaxAverageNetworkQoSValue = 17179 Mbit/s" in msg
+    assert "allowed: 1..17179000000 bit/s" in msg
+    assert "34359" not in msg
+    # the cross-curve message quotes the same upper end
+    with pytest.raises(InputError) as ei:
+        hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(10, 100, 200)}}, CFG)
+    assert "allowed: 200000000..17179000000 bit/s" in str(ei.value)
+
+
 def test_upper_limit_alone_is_refused_even_untagged():
     with pytest.raises(InputError) as ei:
         hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(None, 10)}}, CFG)

@@ -246,3 +246,230 @@ def test_hook_log_shows_every_operation(host):
     for op in ("started", "stopped", "release"):
         assert re.search(r"Calling hook /etc/libvirt/hooks/qemu.d/50_qos_hooks id=\S+ op=%s"
                          % op, log), op
+
+
+# -- save / restore: the hook prints the XML only when the policy changed it ----
+
+def _install_hook_with_config(h, conf_text):
+    """Run this project's hook from libvirt's qemu.d with a config of the
+    test's own (libvirtd passes hooks no QOS_HOOKS_CONFIG): a two-line
+    wrapper replaces the installed copy, atomically (a non-executable file in
+    qemu.d is skipped by libvirt, os.replace swaps it in)."""
+    from tests.libvirtd_host import QEMU_HOOK
+    conf = os.path.join(h.dir, "restore-test.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    dst = os.path.join(h.hook_dir, "50_qos_hooks")
+    tmp = os.path.join(h.hook_dir, ".50_qos_hooks.new")
+    with open(tmp, "w") as f:
+        f.write("#!/bin/sh\nQOS_HOOKS_CONFIG=%s exec %s \"$@\"\n" % (conf, QEMU_HOOK))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+
+
+def _reinstall_hook(h):
+    import shutil
+    from tests.libvirtd_host import QEMU_HOOK
+    dst = os.path.join(h.hook_dir, "50_qos_hooks")
+    tmp = os.path.join(h.hook_dir, ".50_qos_hooks.new")
+    shutil.copy2(QEMU_HOOK, tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+
+
+def _taints(h, dom):
+    """The domain's taint flags as libvirt 9.0 exposes them: the domain log
+    line ``Domain id=N is tainted: FLAG`` (qemuDomainObjTaint, written from
+    qemuDomainObjCheckTaint at launch) and virDomainGetMessages."""
+    import libvirt
+    log = h.log(os.path.join("var-log", "qemu", dom.name() + ".log"))
+    flags = set(re.findall(r"Domain id=%d is tainted: (\S+)" % dom.ID(), log))
+    return flags, dom.messages(libvirt.VIR_DOMAIN_MESSAGE_TAINTING)
+
+
+def _save_restore(h, dom):
+    path = os.path.join(h.dir, dom.name() + ".save")
+    name = dom.name()
+    call = r"Calling hook /etc/libvirt/hooks/qemu.d/50_qos_hooks id=%s op=restore" % name
+    calls = len(re.findall(call, h.log("libvirtd.log")))
+    dom.save(path)
+    h.conn().restore(path)
+    os.unlink(path)
+    assert len(re.findall(call, h.log("libvirtd.log"))) == calls + 1
+    return h.conn().lookupByName(name)
+
+
+NOOP_CONF = """\
+[settings]
+ovsdb = {remote}
+ovsdb_timeout = 5
+default_profile = gold
+
+[profile gold]
+on_existing = fill
+inbound.average = 1000
+inbound.peak = 2000
+inbound.burst = 256
+outbound.average = 500
+outbound.burst = 128
+"""
+
+CHANGING_CONF = """\
+[settings]
+ovsdb = {remote}
+ovsdb_timeout = 5
+default_profile = silver
+
+[profile silver]
+on_existing = override
+inbound.average = 250
+outbound.average = 125
+"""
+
+
+def test_save_restore_taints_only_when_the_policy_changes_the_xml(host):
+    """virsh save / virsh restore of a running guest.  A policy that changes
+    nothing (the domain already has its profile's <bandwidth>): the restore
+    hook prints nothing, so libvirt does not taint the domain "hook-script"
+    (it would for ANY output, even the unchanged document: qemu_saveimage.c /
+    qemu_driver.c restore path -> priv->hookRun -> qemuDomainObjCheckTaint).
+    A policy that changes the XML: the restored domain runs with the new
+    <bandwidth>, in libvirt and on OVS, and is tainted, as libvirt documents."""
+    dom, u = _start(host, "qh4-e2e-restore")
+    name = dom.name()
+    try:
+        _install_hook_with_config(host, NOOP_CONF.format(remote=host.remote))
+        assert "hook-script" not in _taints(host, dom)[0]
+        dom = _save_restore(host, dom)
+        flags, messages = _taints(host, dom)
+        assert "high-privileges" in flags          # the log is read right
+        assert "hook-script" not in flags, flags
+        assert not [m for m in messages if "hook" in m], messages
+        assert_applied(host, _tap(dom), GOLD, u)
+
+        _install_hook_with_config(host, CHANGING_CONF.format(remote=host.remote))
+        dom = _save_restore(host, dom)
+        silver = policy.Bandwidth(inbound=policy.Rate(average=250),
+                                  outbound=policy.Rate(average=125))
+        assert "<inbound average='250'/>" in dom.XMLDesc(0)
+        assert "<outbound average='125'/>" in dom.XMLDesc(0)
+        assert_applied(host, _tap(dom), silver, u)
+        flags, messages = _taints(host, dom)
+        assert "hook-script" in flags, flags
+        assert [m for m in messages if "hook" in m], messages
+    finally:
+        _reinstall_hook(host)
+        try:
+            host.conn().lookupByName(name).destroy()
+        except Exception:
+            pass
+    assert _rows_for(host, u) == [[], []]
+
+
+def _install_failing_hook(h, failing_ops):
+    """A qemu.d script that exits 1 at the given operations and runs this
+    project's hook (with its default on_error) at every other one."""
+    from tests.libvirtd_host import QEMU_HOOK
+    dst = os.path.join(h.hook_dir, "50_qos_hooks")
+    tmp = os.path.join(h.hook_dir, ".50_qos_hooks.new")
+    with open(tmp, "w") as f:
+        f.write("#!/bin/sh\ncase \" %s \" in *\" $2 \"*) echo \"failing $2 on purpose\" >&2; "
+                "exit 1;; esac\nexec %s \"$@\"\n" % (" ".join(failing_ops), QEMU_HOOK))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+
+
+def test_what_libvirt_does_with_a_failing_hook(host):
+    """docs/hooks.md, checked on libvirt 9.0: a failing ``started`` aborts a
+    normal start and a restore (qemuProcessFinishStartup fails ->
+    qemuProcessStart stops the domain, qemuProcessStop); a failing
+    ``restore`` aborts the restore and leaves the image usable; a failing
+    ``stopped``/``release`` changes nothing (qemuProcessStop ignores them)."""
+    import libvirt
+    name = "qh4-e2e-failing"
+    path = os.path.join(host.dir, name + ".save")
+    try:
+        _install_failing_hook(host, ["started"])
+        with pytest.raises(libvirt.libvirtError, match="Hook script execution failed"):
+            _start(host, name)
+        assert name not in [d.name() for d in host.conn().listAllDomains()]
+
+        _install_failing_hook(host, ["stopped", "release"])
+        dom, u = _start(host, name)
+        assert_applied(host, _tap(dom), GOLD, u)
+        dom.save(path)                         # stopped/release fail: the save stands
+        assert name not in [d.name() for d in host.conn().listAllDomains()]
+
+        for op in ("restore", "started"):
+            _install_failing_hook(host, [op])
+            with pytest.raises(libvirt.libvirtError, match="Hook script execution failed"):
+                host.conn().restore(path)
+            assert name not in [d.name() for d in host.conn().listAllDomains()], op
+
+        _reinstall_hook(host)
+        host.conn().restore(path)              # the image is intact
+        dom = host.conn().lookupByName(name)
+        assert dom.isActive()
+        assert_applied(host, _tap(dom), GOLD, u)
+        _install_failing_hook(host, ["stopped", "release"])
+        dom.destroy()                          # destroy succeeds anyway
+        assert name not in [d.name() for d in host.conn().listAllDomains()]
+    finally:
+        _reinstall_hook(host)
+        if os.path.exists(path):
+            os.unlink(path)
+        for d in host.conn().listAllDomains():
+            if d.name() == name:
+                d.destroy()
+    # the rows of the last run are left: its stopped/release hooks "failed"
+    for table in ("QoS", "Queue"):
+        for r in host.rows(table):
+            host.vsctl("--if-exists", "destroy", table, r["_uuid"])
+
+
+def test_reload_rescans_the_hook_directory(host):
+    """libvirtd decides at start-up whether the qemu driver has hooks
+    (virHookInitialize); a hook installed later into a hook-less daemon is
+    not run until a reload: SIGHUP (``systemctl reload``) makes
+    remote_daemon.c's reload handler call the daemon hook's ``reload``, and
+    virHookCall runs virHookInitialize again for it."""
+    import signal
+    import time
+    dst = os.path.join(host.hook_dir, "50_qos_hooks")
+    log = lambda: host.log("libvirtd.log")                          # noqa: E731
+    scans = lambda: log().count("No hook script /etc/libvirt/hooks/daemon")  # noqa: E731
+
+    def reload():
+        before = scans()
+        with open(os.path.join(host.dir, "libvirtd.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGHUP)
+        _wait(lambda: scans() > before, "libvirtd to re-scan its hooks", timeout=30)
+        time.sleep(0.5)                  # the reload thread finishes virStateReload
+
+    def hook_ran(name):
+        return bool(re.search(r"Calling hook \S+ id=%s op=started" % re.escape(name), log()))
+
+    def run(name):
+        dom, u = _start(host, name)
+        try:
+            return hook_ran(name), [r for r in host.rows("QoS")
+                                    if r["external_ids"].get(OWNER_KEY) == u]
+        finally:
+            dom.destroy()
+            for table in ("QoS", "Queue"):   # libvirt 9.0 leaks its own rows
+                for r in host.rows(table):
+                    host.vsctl("--if-exists", "destroy", table, r["_uuid"])
+
+    try:
+        os.unlink(dst)
+        reload()                                       # now a daemon without qemu hooks
+        assert run("qh4-e2e-nohook") == (False, [])
+        _reinstall_hook(host)                          # installed, but not seen yet
+        assert run("qh4-e2e-notyet") == (False, [])
+        reload()
+        ran, ours = run("qh4-e2e-reloaded")
+        assert ran and len(ours) == 1
+    finally:
+        if not os.path.exists(dst):
+            _reinstall_hook(host)
+        reload()
