@@ -43,7 +43,32 @@ import json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK_PATH = "/run/lock/qos-hooks-e2e-host.lock"
-QEMU_HOOK = os.path.join(REPO, "libvirt-hooks", "qemu.d", "50_qos_hooks")
+QEMU_HOOK_SRC = os.path.join(REPO, "libvirt-hooks", "qemu.d", "50_qos_hooks")
+
+
+def _hook_for_this_checkout():
+    """The qemu hook as libvirtd must run it here: libvirtd gives hooks a bare
+    environment (PATH, HOME, LC_ALL...; no PYTHONPATH), so the installed copy
+    names this interpreter and this checkout itself, as an RPM-installed hook
+    names the system python and finds the package in site-packages."""
+    import hashlib
+    import sys
+    d = os.path.join(tempfile.gettempdir(),
+                     "qos-hooks-e2e-%s" % hashlib.sha1(REPO.encode()).hexdigest()[:10])
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    with open(QEMU_HOOK_SRC) as f:
+        body = f.read().split("\n", 1)[1]
+    path = os.path.join(d, "50_qos_hooks")
+    tmp = "%s.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write("#!%s\nimport sys\nsys.path.insert(0, %r)\n%s" % (sys.executable, REPO, body))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+    return path
+
+
+QEMU_HOOK = _hook_for_this_checkout()
 TOOLS = ("libvirtd", "qemu-system-x86_64", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
          "ovsdb-tool", "unshare", "mount", "ip", "tc")
 

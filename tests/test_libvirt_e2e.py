@@ -183,7 +183,7 @@ def test_vdsm_update_device_changes_limits_without_restart(host, tmp_path):
         dom.updateDeviceFlags(new_iface, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         conf = tmp_path / "q.conf"
         conf.write_text("[settings]\novsdb = %s\novsdb_timeout = 5\n" % host.remote)
-        env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), QOS_HOOKS_VIA_HELPER="1",
+        env = dict(os.environ, PYTHONPATH=REPO, QOS_HOOKS_CONFIG=str(conf), QOS_HOOKS_VIA_HELPER="1",
                    QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER)
         res = run_hook_dir(os.path.join(REPO, "hooks", "after_update_device"), new_iface,
                            hook_point="after_update_device", vm_id=u, base_env=env,
