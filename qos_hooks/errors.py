@@ -128,3 +128,10 @@ class DriftDetected(QosHooksError):
 
 class PermissionDenied(QosHooksError, PermissionError):
     exit_code = EXIT_PERMISSION
+
+
+class PortRefused(PermissionDenied):
+    """A request names an OVS port that is not the requesting VM's own (a
+    bridge's local port, an uplink, a patch/tunnel/internal interface,
+    another VM's tap), or the same port or MAC twice: refused whole, before
+    anything is written (exit 8, like every permission refusal)."""

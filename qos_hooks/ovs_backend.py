@@ -333,7 +333,7 @@ def _verify(snap, dq, netns):
     from . import tc
     diffs, kernel_ports = [], {}
     for iface in dq.interfaces:
-        port, problem = resolve(snap, iface)
+        port, problem = resolve(snap, iface, dq.uuid)
         if port is None:
             continue
         settings, _ = map_bandwidth(iface.bandwidth, iface.label)
@@ -408,10 +408,13 @@ def status(dq=None, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, netn
     entries, problems, drift_problems = [], [], False
     if dq is not None:
         for iface in dq.interfaces:
-            port, problem = resolve(snap, iface)
+            port, problem = resolve(snap, iface, dq.uuid)
             if port is None:
                 problems.append("interface %s: %s" % (iface.label, problem))
-                drift_problems = True
+                # a MAC-only vNIC that no OVS Interface carries is not on OVS
+                drift_problems = drift_problems or bool(
+                    iface.target_dev or not iface.mac
+                    or snap.ports_by_mac(iface.mac, dq.uuid))
                 continue
             settings, _ = map_bandwidth(iface.bandwidth, iface.label)
             entries.append((port.name, iface.mac, dq.uuid, settings))
