@@ -226,3 +226,84 @@ def test_the_vms_own_tap_is_applied(ovs_sandbox):
         assert qos["external_ids"][OWNER_KEY] == U
     assert json.loads(sb.vsctl("--format=json", "get", "Interface", "vnet0",
                                "ingress_policing_rate")) == 4000
+
+
+# -- clear: which rows a domain's clear removes (issue 16 items 9, 10) ---------------
+
+QEMU_HOOK = os.path.join(REPO, "libvirt-hooks", "qemu.d", "50_qos_hooks")
+
+
+def _live_xml(*ifaces):
+    nics = "".join("""
+    <interface type='bridge'><mac address='%s'/><source bridge='br0'/>
+      <virtualport type='openvswitch'/><target dev='%s'/>
+      <bandwidth><inbound average='1000'/><outbound average='500'/></bandwidth>
+    </interface>""" % i for i in ifaces)
+    return "<domain type='kvm'><name>web01</name><uuid>%s</uuid><devices>%s\n</devices></domain>" \
+        % (U, nics)
+
+
+def _qemu_hook(sb, tmp_path, op, sub, xml):
+    """The libvirt qemu hook executable, with the environment libvirt gives it
+    (virCommandAddEnvPassCommon), in the switch's namespace."""
+    conf = tmp_path / "hook.conf"
+    conf.write_text("[settings]\novsdb = %s\novsdb_timeout = %d\n" % (sb.remote, TIMEOUT))
+    env = {"LC_ALL": "C", "PATH": os.environ["PATH"], "HOME": "/", "PYTHONPATH": REPO,
+           "QOS_HOOKS_CONFIG": str(conf)}
+    p = subprocess.run(sb.ns_argv([QEMU_HOOK, "web01", op, sub, "-"]), input=xml.encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                       timeout=TIMEOUT + 30)
+    return p.returncode, p.stderr.decode()
+
+
+def _ours(sb):
+    return [r for t in ("QoS", "Queue") for r in sb.vsctl_json(t)
+            if r["external_ids"].get(OWNER_KEY) == U]
+
+
+def test_stopped_removes_the_rows_of_a_nic_detached_by_plain_libvirt(ovs_sandbox, tmp_path):
+    """``virsh detach-device`` on plain libvirt runs no hook: libvirt removes
+    the port and our QoS/Queue rows stay, referenced by nothing.  The
+    domain's ``stopped`` clear (whose XML no longer lists that NIC) removes
+    them too."""
+    sb = ovs_sandbox
+    mac1 = "52:54:00:6b:1f:02"
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC, "vm-id": U})
+    sb.add_port("vnet1", isolated=False, external_ids={"attached-mac": mac1, "vm-id": U})
+    rc, err = _qemu_hook(sb, tmp_path, "started", "begin",
+                         _live_xml((MAC, "vnet0"), (mac1, "vnet1")))
+    assert rc == 0 and "ERROR" not in err, err
+    assert len(_ours(sb)) == 4
+    sb.del_port("vnet1")                          # libvirt's detach: the port goes
+    assert len(_ours(sb)) == 4                    # ... and our rows of vnet1 stay
+    rc, err = _qemu_hook(sb, tmp_path, "stopped", "end", _live_xml((MAC, "vnet0")))
+    assert rc == 0 and "ERROR" not in err, err
+    assert _ours(sb) == []
+
+
+def test_a_migration_sources_stopped_spares_the_destinations_rows(ovs_sandbox, tmp_path):
+    """Two libvirt daemons sharing one OVSDB: the destination applied on its
+    own port (same domain UUID and MAC, another interface name); the
+    source's ``stopped`` (XML with the source's <target dev>) then clears
+    only the source's rows."""
+    sb = ovs_sandbox
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC, "vm-id": U})
+    rc, err = _qemu_hook(sb, tmp_path, "started", "begin", _live_xml((MAC, "vnet0")))
+    assert rc == 0 and "ERROR" not in err, err
+    source_rows = {r["_uuid"] for r in _ours(sb)}
+    # the destination's port: same MAC and vm-id, another name
+    sb.add_port("vnet7", isolated=False, external_ids={"attached-mac": MAC, "vm-id": U})
+    ovs_backend.apply_domain(dq(InterfaceQos(MAC, "vnet7", BW)), remote=sb.remote,
+                             timeout=TIMEOUT, netns=sb.netns)
+    dest = {r["_uuid"]: r for r in _ours(sb) if r["_uuid"] not in source_rows}
+    assert len(dest) == 2
+    dest_port_qos = sb.vsctl("get", "Port", "vnet7", "qos").strip()
+    dest_policing = sb.vsctl("get", "Interface", "vnet7", "ingress_policing_rate").strip()
+    # the source side: libvirt removes its port, then runs 'stopped'
+    sb.del_port("vnet0")
+    rc, err = _qemu_hook(sb, tmp_path, "stopped", "end", _live_xml((MAC, "vnet0")))
+    assert rc == 0 and "ERROR" not in err, err
+    assert {r["_uuid"]: r for r in _ours(sb)} == dest
+    assert sb.vsctl("get", "Port", "vnet7", "qos").strip() == dest_port_qos
+    assert sb.vsctl("get", "Interface", "vnet7", "ingress_policing_rate").strip() \
+        == dest_policing == "4000"
