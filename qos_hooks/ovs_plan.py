@@ -153,16 +153,29 @@ class Snapshot:
         one) is that domain's.  Reads the snapshot apply already took: no
         extra OVSDB round trip."""
         out = []
-        mac = (mac or "").lower()
-        for port in self.ports.values():
+        for port in self._by_mac().get((mac or "").lower(), ()):
             iface = self.interface_of(port)
-            if iface is None or (iface.external_ids.get(ATTACHED_MAC_KEY) or "").lower() != mac:
-                continue
             vm = iface.external_ids.get(LIBVIRT_VM_KEY)
             if domain_uuid is not None and vm and vm.lower() != domain_uuid.lower():
                 continue
             out.append(port)
         return sorted(out, key=lambda p: p.name)
+
+    def _by_mac(self):
+        """{attached-mac: [ports]}, built once per snapshot contents (one pass
+        over the ports however many interfaces a request looks up)."""
+        key = (len(self.ports), len(self.interfaces))
+        cached = self.__dict__.get("_mac_index")
+        if cached is None or cached[0] != key:
+            index = {}
+            for port in self.ports.values():
+                iface = self.interface_of(port)
+                if iface is not None:
+                    m = (iface.external_ids.get(ATTACHED_MAC_KEY) or "").lower()
+                    index.setdefault(m, []).append(port)
+            cached = (key, index)
+            object.__setattr__(self, "_mac_index", cached)
+        return cached[1]
 
     def ports_using_qos(self, qos_uuid):
         return sorted((p for p in self.ports.values() if p.qos == qos_uuid), key=lambda p: p.name)
