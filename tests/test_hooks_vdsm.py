@@ -218,7 +218,8 @@ def test_before_nic_hotplug_bad_profile_aborts_the_hotplug(make_env):
 
 def test_before_update_device_keeps_engine_qos_and_fills_gaps(make_env):
     # the engine's new vNIC QoS (inbound) stays; the profile fills outbound
-    xml = iface_xml(MAC1, bandwidth="<inbound average='3000'/>")
+    # (VDSM's update XML: Interface.getXML(), no virtualport, no target dev)
+    xml = getxml_iface(MAC1, "<inbound average='3000'/>")
     res = run("before_update_device", xml, make_env(), vm_id=UUID)
     assert "<inbound average='3000'/>" in q(res.data)
     assert "<outbound average='500' burst='128'/>" in q(res.data)
