@@ -70,22 +70,46 @@ def bandwidth_from_dict(d):
     return Bandwidth(**kw)
 
 
-def ovs_interfaces(doc):
-    """The interfaces of a DomainDoc that sit on Open vSwitch.
+def ovs_interfaces(doc, mac_lookup=None, not_ovs_bridge=None):
+    """The interfaces of a DomainDoc that sit (or may sit) on Open vSwitch.
 
-    Only ``<virtualport type='openvswitch'/>`` interfaces count: that is how
-    libvirt (and VDSM's OVS switch type) attach a tap to an OVS bridge.  A
-    domain with none of them never needs an OVSDB connection.
+    ``<virtualport type='openvswitch'/>`` interfaces: that is how libvirt
+    (and VDSM's OVS switch type) attach a tap to an OVS bridge, and the live
+    XML libvirt gives (after_vm_start, the qemu hook) always says so.
+
+    ``mac_lookup`` (default: for a lone ``<interface>`` document): also a
+    ``type='bridge'`` interface with no ``<virtualport>`` and no ``<target
+    dev>``, which the backend finds by ``external_ids:attached-mac``.  VDSM
+    builds the XML of updateDevice and hotunplugNic with
+    ``Interface.getXML()`` (oVirt vdsm lib/vdsm/virt/vmdevices/network.py):
+    MAC, ``<source bridge='NETWORK'>``, ``<bandwidth>``, ``<alias>``, never
+    ``<virtualport>`` nor ``<target dev>`` (lib/vdsm/virt/vm.py
+    setLinkAndNetwork, hotunplugNic).  ``not_ovs_bridge(name)``, given by the
+    caller at the edge, says a source bridge certainly is not OVS (a Linux
+    bridge): such interfaces are left out, so a Linux-bridge vNIC never
+    costs an OVSDB lookup.
+
+    A domain with none of them never needs an OVSDB connection.
     """
+    if mac_lookup is None:
+        mac_lookup = doc.is_interface_only
     out = []
     for iface in doc.interfaces():
-        if not iface.on_ovs or not iface.supports_bandwidth:
+        if not iface.supports_bandwidth:
             continue
+        if not iface.on_ovs:
+            if not (mac_lookup and iface.type == "bridge" and iface.virtualport is None
+                    and iface.target_dev is None and iface.mac):
+                continue
+            if not_ovs_bridge is not None and iface.bridge and not_ovs_bridge(iface.bridge):
+                continue
         out.append(InterfaceQos(mac=iface.mac, target_dev=iface.target_dev,
                                 bandwidth=iface.bandwidth or Bandwidth()))
     return tuple(out)
 
 
-def domain_qos(doc):
-    """DomainQos for the OVS-attached interfaces of a (rewritten) DomainDoc."""
-    return DomainQos(uuid=doc.uuid, name=doc.name, interfaces=ovs_interfaces(doc))
+def domain_qos(doc, mac_lookup=None, not_ovs_bridge=None):
+    """DomainQos for the OVS-attached interfaces of a (rewritten) DomainDoc
+    (``mac_lookup``, ``not_ovs_bridge``: see :func:`ovs_interfaces`)."""
+    return DomainQos(uuid=doc.uuid, name=doc.name,
+                     interfaces=ovs_interfaces(doc, mac_lookup, not_ovs_bridge))

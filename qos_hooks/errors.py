@@ -15,7 +15,8 @@ Exit codes of the ``qos-hooks`` command (documented in ``qos-hooks --help``):
 5     backend unavailable (OVSDB, netlink or libvirt not reachable, timeout)
 6     apply or verify failed (the system did not reach the desired state)
 7     drift: ``status`` found actual state different from desired state
-8     permission denied (not root, sudo not allowed)
+8     permission denied (not root, sudo not allowed, an OVS port that is not
+      the VM's own or named twice: PortRefused)
 ====  =====================================================================
 
 Hook executables do NOT use these codes directly: VDSM treats exit code 2 as
@@ -128,3 +129,10 @@ class DriftDetected(QosHooksError):
 
 class PermissionDenied(QosHooksError, PermissionError):
     exit_code = EXIT_PERMISSION
+
+
+class PortRefused(PermissionDenied):
+    """A request names an OVS port that is not the requesting VM's own (a
+    bridge's local port, an uplink, a patch/tunnel/internal interface,
+    another VM's tap), or the same port or MAC twice: refused whole, before
+    anything is written (exit 8, like every permission refusal)."""

@@ -109,7 +109,15 @@ def ovs_for_doc(doc, action, config, environ, logger, vm_id=None):
     domain unless ``[settings] clean_libvirt_leftovers = no``.
     """
     from . import desired, privclient
-    dq = desired.domain_qos(doc)
+    not_ovs = None
+    if doc.is_interface_only:
+        # VDSM's Interface.getXML() documents (update, unplug): vNICs are
+        # found by MAC; a Linux bridge, or a host with no OVSDB socket, means
+        # "not on OVS" without asking the root helper (qos_hooks.desired)
+        from . import ovsdb
+        no_ovsdb = ovsdb.unix_socket_missing(config.settings.ovsdb)
+        not_ovs = (lambda bridge: True) if no_ovsdb else ovsdb.linux_bridge
+    dq = desired.domain_qos(doc, not_ovs_bridge=not_ovs)
     if dq.uuid is None and vm_id:
         dq = desired.DomainQos(uuid=vm_id, name=dq.name, interfaces=dq.interfaces)
     if not dq.interfaces:

@@ -12,8 +12,16 @@ Public API (called by the hooks, the root helper and the CLI; stable)::
 
 * ``dq`` is a :class:`qos_hooks.desired.DomainQos` (bandwidth in libvirt units,
   guest point of view).  Each interface is found by ``target_dev`` (the Port /
-  Interface name, ``vnetN``) or, when that is None (VDSM ``after_nic_hotplug``),
-  by the Interface's ``external_ids:attached-mac``.
+  Interface name, ``vnetN``) or, when that is None (VDSM ``after_nic_hotplug``
+  and the ``Interface.getXML()`` documents of ``after_update_device`` /
+  ``after_nic_hotunplug``), by the Interface's ``external_ids:attached-mac``
+  and ``vm-id`` (where set) == ``dq.uuid``; such a MAC on no OVS Interface is
+  not an OVS vNIC (outcome ``not-on-ovs``, nothing to do).
+* ``apply_domain`` touches only the VM's own ports (ovs_plan.port_refusal:
+  one Interface of a VM's type, not a bridge's local port, ``attached-mac``
+  == the interface's MAC, ``vm-id`` == ``dq.uuid`` where set); any other
+  port, or a target dev / MAC named twice, refuses the whole call before
+  anything is written (PortRefused, exit 8).
 * ``clear_domain`` removes what qos-hooks owns: with ``dq.interfaces`` empty,
   every row tagged with ``dq.uuid``; with interfaces (destroy passes them
   all, a hot-unplug passes the one to clear), the rows of those interfaces,
@@ -39,7 +47,8 @@ Errors (qos_hooks.errors): BackendUnavailable / BackendTimeout (OVSDB not
 reachable or not answering within ``timeout``; exit 5), ApplyError (the
 transaction failed), VerifyError (the read-back differs; ``.differences`` and
 ``.report`` carry the details; exit 6), OwnershipError (a port carries a QoS
-qos-hooks may not replace; exit 6).  Every raised ApplyError has a ``report``
+qos-hooks may not replace; exit 6), PortRefused (a port that is not the VM's
+own, or one named twice: nothing written; exit 8).  Every raised ApplyError has a ``report``
 attribute with what was done before the failure.
 
 Reports are frozen dataclasses with ``to_dict()``: see BackendReport,
@@ -333,7 +342,7 @@ def _verify(snap, dq, netns):
     from . import tc
     diffs, kernel_ports = [], {}
     for iface in dq.interfaces:
-        port, problem = resolve(snap, iface)
+        port, problem = resolve(snap, iface, dq.uuid)
         if port is None:
             continue
         settings, _ = map_bandwidth(iface.bandwidth, iface.label)
@@ -408,10 +417,13 @@ def status(dq=None, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, netn
     entries, problems, drift_problems = [], [], False
     if dq is not None:
         for iface in dq.interfaces:
-            port, problem = resolve(snap, iface)
+            port, problem = resolve(snap, iface, dq.uuid)
             if port is None:
                 problems.append("interface %s: %s" % (iface.label, problem))
-                drift_problems = True
+                # a MAC-only vNIC that no OVS Interface carries is not on OVS
+                drift_problems = drift_problems or bool(
+                    iface.target_dev or not iface.mac
+                    or snap.ports_by_mac(iface.mac, dq.uuid))
                 continue
             settings, _ = map_bandwidth(iface.bandwidth, iface.label)
             entries.append((port.name, iface.mac, dq.uuid, settings))

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from . import units
-from .errors import InputError
+from .errors import InputError, PortRefused
 from .plan import BACKEND_OVSDB, Op, Plan, sh
 
 # -- external_ids keys ------------------------------------------------------
@@ -138,6 +138,7 @@ class Snapshot:
     queues: Dict[str, QueueRow] = field(default_factory=dict)
     cur_cfg: int = 0
     next_cfg: int = 0
+    bridges: frozenset = frozenset()    # Bridge names (their local ports' names too)
 
     def interface_of(self, port):
         """The port's interface (VM ports have exactly one)."""
@@ -146,13 +147,35 @@ class Snapshot:
                 return self.interfaces[u]
         return None
 
-    def ports_by_mac(self, mac):
+    def ports_by_mac(self, mac, domain_uuid=None):
+        """Ports whose Interface carries ``external_ids:attached-mac`` == mac;
+        with ``domain_uuid``, only those whose ``vm-id`` (where libvirt set
+        one) is that domain's.  Reads the snapshot apply already took: no
+        extra OVSDB round trip."""
         out = []
-        for port in self.ports.values():
+        for port in self._by_mac().get((mac or "").lower(), ()):
             iface = self.interface_of(port)
-            if iface is not None and (iface.external_ids.get(ATTACHED_MAC_KEY) or "").lower() == mac:
-                out.append(port)
+            vm = iface.external_ids.get(LIBVIRT_VM_KEY)
+            if domain_uuid is not None and vm and vm.lower() != domain_uuid.lower():
+                continue
+            out.append(port)
         return sorted(out, key=lambda p: p.name)
+
+    def _by_mac(self):
+        """{attached-mac: [ports]}, built once per snapshot contents (one pass
+        over the ports however many interfaces a request looks up)."""
+        key = (len(self.ports), len(self.interfaces))
+        cached = self.__dict__.get("_mac_index")
+        if cached is None or cached[0] != key:
+            index = {}
+            for port in self.ports.values():
+                iface = self.interface_of(port)
+                if iface is not None:
+                    m = (iface.external_ids.get(ATTACHED_MAC_KEY) or "").lower()
+                    index.setdefault(m, []).append(port)
+            cached = (key, index)
+            object.__setattr__(self, "_mac_index", cached)
+        return cached[1]
 
     def ports_using_qos(self, qos_uuid):
         return sorted((p for p in self.ports.values() if p.qos == qos_uuid), key=lambda p: p.name)
@@ -491,12 +514,12 @@ class PortOutcome:
     mac: Optional[str]
     target_dev: Optional[str]
     port: Optional[str]
-    action: str          # applied|unchanged|cleared|not-found|refused|ambiguous|planned
+    action: str          # applied|unchanged|cleared|not-found|refused|ambiguous|planned|not-on-ovs
     detail: str = ""
 
     @property
     def ok(self):
-        return self.action in ("applied", "unchanged", "cleared", "planned")
+        return self.action in ("applied", "unchanged", "cleared", "planned", "not-on-ovs")
 
     def to_dict(self):
         return {"mac": self.mac, "target_dev": self.target_dev, "port": self.port,
@@ -526,8 +549,16 @@ class Difference:
 
 # -- resolving interfaces to ports ---------------------------------------------
 
-def resolve(snapshot, iface):
-    """(PortRow or None, problem or None) for an InterfaceQos."""
+def resolve(snapshot, iface, domain_uuid=None):
+    """(PortRow or None, problem or None) for an InterfaceQos.
+
+    With a target dev: the Port of that name.  Without (VDSM's
+    after_nic_hotplug, and the ``Interface.getXML()`` documents of
+    after_update_device / after_nic_hotunplug): the one Port whose Interface
+    has ``attached-mac`` == the MAC and, where libvirt set ``vm-id``, that
+    ``vm-id`` == ``domain_uuid``.  Whether the port found may be touched is
+    :func:`port_refusal`'s question.
+    """
     if iface.target_dev:
         port = snapshot.ports.get(iface.target_dev)
         if port is None:
@@ -535,13 +566,72 @@ def resolve(snapshot, iface):
         return port, None
     if not iface.mac:
         return None, "interface has neither a target dev nor a MAC"
-    found = snapshot.ports_by_mac(iface.mac)
+    found = snapshot.ports_by_mac(iface.mac, domain_uuid)
     if not found:
-        return None, "no OVS Interface with external_ids:attached-mac=%s" % iface.mac
+        return None, NOT_ON_OVS % (iface.mac, domain_uuid or "-")
     if len(found) > 1:
         return None, "several OVS Interfaces carry attached-mac=%s (%s): refusing to guess" % (
             iface.mac, ", ".join(p.name for p in found))
     return found[0], None
+
+
+NOT_ON_OVS = ("no OVS Interface with external_ids:attached-mac=%s (and vm-id %s or none): "
+              "not an Open vSwitch vNIC, nothing to do")
+
+# Interface types a VM's own port can have: "" / system (a tap libvirt made and
+# added), tap, and DPDK vhost-user ports (refused later as unsupported, with
+# their own message).  internal (every bridge's local port), patch, and the
+# tunnel types (gre, vxlan, geneve, stt, erspan, ...) never are
+# (vswitchd/vswitch.xml, Interface "type").
+VM_INTERFACE_TYPES = ("", "system", "tap", "dpdkvhostuser", "dpdkvhostuserclient")
+
+
+def port_refusal(snapshot, port, mac, domain_uuid):
+    """Why ``port`` is not the VM's own (a sentence naming it), or None.
+
+    The VM's own port: one Interface; of a VM's type; not a bridge's local
+    port; its ``external_ids:attached-mac`` equals the request's MAC; and
+    where libvirt set ``external_ids:vm-id`` (virNetDevOpenvswitchAddPort,
+    libvirt src/util/virnetdevopenvswitch.c, sets attached-mac, iface-id and
+    vm-id on every port it adds) it equals the request's domain UUID.
+    """
+    what = "port %s" % port.name
+    if port.name in snapshot.bridges:
+        return "%s is bridge %s's own local port, not a VM's" % (what, port.name)
+    if len(port.interfaces) != 1:
+        return "%s has %d interfaces (a bond?), a VM's tap port has one" % (
+            what, len(port.interfaces))
+    iface = snapshot.interface_of(port)
+    if iface is None:
+        return "%s has no Interface row" % what
+    if iface.type not in VM_INTERFACE_TYPES:
+        return "%s: Interface %s is of type %s, never a VM's" % (what, iface.name, iface.type)
+    have_mac = (iface.external_ids.get(ATTACHED_MAC_KEY) or "").lower()
+    if not mac:
+        return "%s: the request carries no MAC, so it cannot show the port is the VM's" % what
+    if have_mac != mac.lower():
+        return "%s: Interface %s has external_ids:attached-mac=%s, the request's MAC is %s" % (
+            what, iface.name, have_mac or "(none)", mac)
+    vm = iface.external_ids.get(LIBVIRT_VM_KEY)
+    if vm and vm.lower() != (domain_uuid or "").lower():
+        return "%s: Interface %s belongs to domain %s (external_ids:vm-id), not to %s" % (
+            what, iface.name, vm, domain_uuid or "(no UUID)")
+    return None
+
+
+def check_unique(dq):
+    """Refuse a request naming the same target dev or MAC twice (QoS and Queue
+    are root tables: a second plan for one port would leak rows)."""
+    seen = {}
+    for n, i in enumerate(dq.interfaces):
+        for key, value in (("target_dev", i.target_dev), ("mac", (i.mac or "").lower() or None)):
+            if value is None:
+                continue
+            if (key, value) in seen:
+                raise PortRefused("request refused: %s %s appears twice in one request "
+                                  "(interfaces %d and %d): nothing was changed"
+                                  % (key, value, seen[(key, value)], n))
+            seen[(key, value)] = n
 
 
 # -- comparisons (shared by planning, verification and status) -------------------
@@ -631,6 +721,9 @@ def plan_apply(snapshot, dq, *, replace_libvirt=True, remote=None):
     ``snapshot`` None plans without reading OVSDB (dry-run without --ovsdb):
     every port is assumed to exist with no QoS.
     """
+    check_unique(dq)
+    if snapshot is not None:
+        _refuse_foreign_ports(snapshot, dq)
     ops, warnings, notes, outcomes = [], [], [], []
     for iface in dq.interfaces:
         label = "interface %s" % iface.label
@@ -647,11 +740,19 @@ def plan_apply(snapshot, dq, *, replace_libvirt=True, remote=None):
                                        settings.policing_burst, remote=remote))
             outcomes.append(PortOutcome(iface.mac, iface.target_dev, port_name, "planned"))
             continue
-        port, problem = resolve(snapshot, iface)
+        port, problem = resolve(snapshot, iface, dq.uuid)
         if port is None and not settings.has_inbound and not settings.has_outbound:
             # nothing wanted and no port: nothing of ours can be there either
             outcomes.append(PortOutcome(iface.mac, iface.target_dev, None, "unchanged",
                                         "no QoS wanted; %s" % problem))
+            continue
+        if (port is None and not iface.target_dev and iface.mac
+                and not snapshot.ports_by_mac(iface.mac, dq.uuid)):
+            # found by MAC only (VDSM's getXML() documents carry neither
+            # <virtualport> nor <target dev>): a MAC no OVS Interface carries
+            # is a vNIC on something else (a Linux bridge): nothing to do
+            notes.append("%s: %s" % (label, problem))
+            outcomes.append(PortOutcome(iface.mac, None, None, "not-on-ovs", problem))
             continue
         if port is None:
             warnings.append("%s: %s" % (label, problem))
@@ -675,6 +776,22 @@ def plan_apply(snapshot, dq, *, replace_libvirt=True, remote=None):
         notes.append("OVSDB was not read (no --ovsdb and no local socket): the OVS steps "
                      "assume each port exists and carries no QoS yet")
     return Plan(tuple(ops), tuple(warnings), tuple(notes)), tuple(outcomes)
+
+
+def _refuse_foreign_ports(snapshot, dq):
+    """Raise PortRefused naming every port of the request that is not the
+    VM's own (port_refusal): the whole request is refused, nothing written."""
+    reasons = []
+    for iface in dq.interfaces:
+        port, _ = resolve(snapshot, iface, dq.uuid)
+        if port is None:
+            continue
+        why = port_refusal(snapshot, port, iface.mac, dq.uuid)
+        if why is not None:
+            reasons.append("interface %s: %s" % (iface.label, why))
+    if reasons:
+        raise PortRefused("request refused for domain %s: %s; nothing was changed"
+                          % (dq.uuid or "?", "; ".join(reasons)))
 
 
 def _plan_port(snapshot, port, iface, settings, domain_uuid, replace_libvirt, remote):
@@ -810,40 +927,58 @@ def plan_clear(snapshot, dq, *, libvirt_leftovers=False, remote=None):
 
     With ``dq.interfaces`` empty, everything owned for ``dq.uuid`` goes.  With
     interfaces (a domain being destroyed, a hot-unplug), the rows of those
-    interfaces: by MAC, or by target dev.  When ``dq.uuid`` is known a row
-    must also carry that uuid (or none): libvirt reuses ``vnetN`` names at
-    once, and a late clear of a stopped domain must not hit the next domain's
-    rows on the same name.  ``libvirt_leftovers``: also libvirt QoS/Queue rows
-    with vm-id == dq.uuid that no Port uses.
+    interfaces (:func:`_row_of`: by MAC, and by interface name too when the
+    XML has ``<target dev>``), plus every qos-hooks row of ``dq.uuid`` that
+    no Port references (a NIC detached by plain libvirt, which runs no hook,
+    leaves such rows).  When ``dq.uuid`` is known a row must also carry that
+    uuid (or none): libvirt reuses ``vnetN`` names at once, and a late clear
+    of a stopped domain must not hit the next domain's rows on the same name.
+    Matching the interface name keeps a migration source's ``stopped`` away
+    from the destination's fresh rows when both hosts share one OVSDB (same
+    uuid and MAC, another port).  ``libvirt_leftovers``: also libvirt
+    QoS/Queue rows with vm-id == dq.uuid that no Port uses.
     """
+    check_unique(dq)
     ops, warnings, outcomes = [], [], []
-    macs = {i.mac for i in dq.interfaces if i.mac}
-    devs = {i.target_dev for i in dq.interfaces if i.target_dev}
     whole_domain = not dq.interfaces
 
-    def selected(ids):
+    def selected(ids, unreferenced=False):
         if OWNER_KEY not in ids:
             return False
         if dq.uuid and ids.get(OWNER_KEY) not in (dq.uuid, ""):
             return False
         if whole_domain:
             return bool(dq.uuid)
-        return ids.get(MAC_KEY) in macs or ids.get(IFNAME_KEY) in devs
+        if any(_row_of(ids, i) for i in dq.interfaces):
+            return True
+        return unreferenced and bool(dq.uuid) and ids.get(OWNER_KEY) == dq.uuid
 
     destroyed_qos = set()
     for qos in sorted(snapshot.qos.values(), key=lambda q: q.uuid):
-        if not selected(qos.external_ids):
-            continue
         users = snapshot.ports_using_qos(qos.uuid)
+        if not selected(qos.external_ids, unreferenced=not users):
+            continue
         if len(users) > 1:
             warnings.append("qos-hooks QoS %s is used by several ports (%s): clearing all of them"
                             % (qos.uuid, ", ".join(p.name for p in users)))
         destroyed_qos.add(qos.uuid)
-        ops.append(DestroyQos(qos.uuid, _queues_to_destroy(snapshot, qos),
+        ops.append(DestroyQos(qos.uuid, _queues_to_destroy(snapshot, qos, destroyed_qos),
                               OWNER_QOS_HOOKS, port=users[0].name if users else None,
-                              reason="clear for domain %s" % (dq.uuid or "?"),
+                              reason="clear for domain %s%s" % (
+                                  dq.uuid or "?", "" if users else " (no Port uses it)"),
                               domain_uuid=dq.uuid, remote=remote,
                               also_ports=tuple(u.name for u in users[1:])))
+    if dq.uuid and not whole_domain:
+        queued = {q for op in ops for q in op.queue_uuids}
+        for queue in sorted(snapshot.queues.values(), key=lambda q: q.uuid):
+            if (queue.uuid in queued or queue.owner != OWNER_QOS_HOOKS
+                    or queue.external_ids.get(OWNER_KEY) != dq.uuid):
+                continue
+            if [x for x in snapshot.qos_using_queue(queue.uuid) if x.uuid not in destroyed_qos]:
+                continue
+            ops.append(DestroyQueue(queue.uuid, OWNER_QOS_HOOKS,
+                                    "clear for domain %s: no QoS uses it" % dq.uuid,
+                                    remote=remote))
     for port in sorted(snapshot.ports.values(), key=lambda p: p.name):
         iface = snapshot.interface_of(port)
         if iface is None or not selected(iface.external_ids):
@@ -858,10 +993,27 @@ def plan_clear(snapshot, dq, *, libvirt_leftovers=False, remote=None):
         if i.target_dev and i.target_dev in snapshot.ports:
             port = i.target_dev
         elif i.mac:
-            found = snapshot.ports_by_mac(i.mac)
+            found = snapshot.ports_by_mac(i.mac, dq.uuid)
             port = found[0].name if len(found) == 1 else None
         outcomes.append(PortOutcome(i.mac, i.target_dev, port, "cleared"))
     return Plan(tuple(_dedupe(ops)), tuple(warnings), ()), tuple(outcomes)
+
+
+def _row_of(ids, iface):
+    """Whether a qos-hooks row's tags name this interface of the request.
+
+    By MAC; when the request has a ``<target dev>`` too, the row's
+    ``qos-hooks-ifname`` must be that name (a row of the same MAC on another
+    port is another host's copy of the domain: a migration destination).  A
+    request without a MAC matches by name alone.
+    """
+    row_mac, row_if = ids.get(MAC_KEY) or "", ids.get(IFNAME_KEY) or ""
+    if iface.target_dev and row_if and row_if != iface.target_dev:
+        return False
+    if iface.mac and row_mac and row_mac != iface.mac:
+        return False
+    return bool((iface.mac and row_mac == iface.mac)
+                or (iface.target_dev and row_if == iface.target_dev))
 
 
 def _libvirt_leftover_ops(snapshot, remote, match, already=()):

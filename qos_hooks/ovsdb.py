@@ -30,6 +30,8 @@ DB_NAME = "Open_vSwitch"
 # the tables and columns qos-hooks reads or writes (nothing else is replicated)
 COLUMNS = {
     "Open_vSwitch": ("next_cfg", "cur_cfg"),
+    # bridge names only: a bridge's local port (same name) is never a VM's
+    "Bridge": ("name",),
     "Port": ("name", "qos", "interfaces", "external_ids"),
     "Interface": ("name", "type", "ingress_policing_rate", "ingress_policing_burst",
                   "external_ids"),
@@ -189,7 +191,9 @@ class Connection:
         cur = nxt = 0
         for row in t["Open_vSwitch"].rows.values():
             cur, nxt = int(row.cur_cfg), int(row.next_cfg)
-        return Snapshot(ports, ifaces, qos, queues, cur, nxt)
+        bridges = frozenset(row.name for row in t["Bridge"].rows.values()) \
+            if "Bridge" in t else frozenset()
+        return Snapshot(ports, ifaces, qos, queues, cur, nxt, bridges)
 
     def row(self, table, uuid_str):
         return self.idl.tables[table].rows.get(_uuid.UUID(uuid_str))
@@ -230,7 +234,12 @@ class Connection:
             snap = self.snapshot()
             txn = Transaction(self.idl)
             txn.add_comment(comment)
-            result, changed = build(snap, txn)
+            try:
+                result, changed = build(snap, txn)
+            except BaseException:
+                # a refused plan (PortRefused...) writes nothing at all
+                txn.abort()
+                raise
             if not changed:
                 txn.abort()
                 return result, None, attempts
@@ -288,3 +297,29 @@ def read_snapshot(remote, timeout):
     deadline = Deadline(timeout)
     with Connection(remote, deadline) as conn:
         return conn.snapshot()
+
+
+def unix_socket_missing(remote):
+    """True only when ``remote`` is ``unix:PATH`` and PATH does not exist:
+    no ovsdb-server on this host, so no interface here can be on OVS.
+
+    A path we may not look at (PermissionError: the vdsm user and a
+    root-only run directory) is NOT "missing": the caller goes on and asks.
+    """
+    if not remote or not remote.startswith("unix:"):
+        return False
+    try:
+        os.stat(remote[len("unix:"):])
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def linux_bridge(name, sysfs="/sys/class/net"):
+    """True when ``name`` is a Linux bridge in this network namespace
+    (``/sys/class/net/NAME/bridge`` exists): certainly not Open vSwitch."""
+    if not name or "/" in name or name in (".", ".."):
+        return False
+    return os.path.isdir(os.path.join(sysfs, name, "bridge"))

@@ -80,6 +80,25 @@ def iface_xml(mac, target=None, bandwidth=None, ovs=True):
     return x
 
 
+# what VDSM hands after_update_device and after_nic_hotunplug: the vNIC as
+# Interface.getXML() builds it (oVirt vdsm lib/vdsm/virt/vmdevices/network.py;
+# lib/vdsm/virt/vm.py setLinkAndNetwork, hotunplugNic): source bridge = the
+# network, link, bandwidth, alias; never <virtualport>, never <target dev>
+GETXML_IFACE = """<interface type="bridge">
+    <mac address="{mac}"/>
+    <model type="virtio"/>
+    <source bridge="{bridge}"/>
+    <link state="up"/>{bandwidth}
+    <alias name="ua-2b418ef2-91d8-4479-88b1-98461192a54e"/>
+</interface>
+"""
+
+
+def getxml_iface(mac, bandwidth=None, bridge="br0"):
+    return GETXML_IFACE.format(mac=mac, bridge=bridge, bandwidth=(
+        "\n    <bandwidth>%s</bandwidth>" % bandwidth if bandwidth is not None else ""))
+
+
 def domain_xml(*ifaces, mac=MAC0):
     return DOMAIN.format(uuid=UUID, mac=mac, ifaces="\n".join(ifaces))
 
@@ -199,7 +218,8 @@ def test_before_nic_hotplug_bad_profile_aborts_the_hotplug(make_env):
 
 def test_before_update_device_keeps_engine_qos_and_fills_gaps(make_env):
     # the engine's new vNIC QoS (inbound) stays; the profile fills outbound
-    xml = iface_xml(MAC1, bandwidth="<inbound average='3000'/>")
+    # (VDSM's update XML: Interface.getXML(), no virtualport, no target dev)
+    xml = getxml_iface(MAC1, "<inbound average='3000'/>")
     res = run("before_update_device", xml, make_env(), vm_id=UUID)
     assert "<inbound average='3000'/>" in q(res.data)
     assert "<outbound average='500' burst='128'/>" in q(res.data)
@@ -212,6 +232,12 @@ def test_after_hooks_without_ovs_interfaces_need_no_ovsdb(make_env):
         res = run(point, live, env, vm_id=UUID)
         assert res.rcs == (0,), (point, res.stderr)
         assert "ERROR" not in res.stderr, (point, res.stderr)
+    # VDSM's getXML() vNIC (no virtualport): no OVSDB socket on this host, so
+    # it cannot be on OVS; the root helper is not even started
+    for point in ("after_update_device", "after_nic_hotunplug", "after_nic_hotplug"):
+        res = run(point, getxml_iface(MAC1, "<inbound average='1000'/>"), env, vm_id=UUID)
+        assert res.rcs == (0,), (point, res.stderr)
+        assert "ERROR" not in res.stderr and "helper" not in res.stderr, (point, res.stderr)
 
 
 # -- after_* hooks on a real OVS ----------------------------------------------------
@@ -303,17 +329,40 @@ def test_nic_hotplug_update_unplug_on_ovs(ovs_sandbox, make_env):
     assert res.rcs == (0,), res.stderr
     assert "ERROR" not in res.stderr, res.stderr
     assert_ovs_has(sb, "vnet7", SILVER)
-    # the engine changes the vNIC's QoS while the VM runs: new limits now
-    new = iface_xml(MAC1, target="vnet7",
-                    bandwidth="<inbound average='1000' peak='2000' burst='256'/>"
-                              "<outbound average='500' burst='128'/>")
+    # the engine changes the vNIC's QoS while the VM runs: new limits now.
+    # VDSM builds the update's XML with Interface.getXML(): no virtualport,
+    # no target dev; the port is found by attached-mac + vm-id
+    new = getxml_iface(MAC1, "<inbound average='1000' peak='2000' burst='256'/>"
+                             "<outbound average='500' burst='128'/>")
     updated = run("before_update_device", new, env, vm_id=UUID).data
     res = run("after_update_device", updated, env, vm_id=UUID, argv_prefix=_ns_prefix(sb))
     assert res.rcs == (0,), res.stderr
+    assert "ERROR" not in res.stderr, res.stderr
     assert_ovs_has(sb, "vnet7", GOLD)
     assert tuple(map(len, _ovs_rows(sb))) == (1, 1)  # the old rows are gone
-    res = run("after_nic_hotunplug", updated, env, vm_id=UUID, argv_prefix=_ns_prefix(sb))
+    res = run("after_nic_hotunplug", getxml_iface(MAC1, "<inbound average='1000'/>"), env,
+              vm_id=UUID, argv_prefix=_ns_prefix(sb))
     assert res.rcs == (0,), res.stderr
+    assert "ERROR" not in res.stderr, res.stderr
+    assert tuple(map(len, _ovs_rows(sb))) == (0, 0)
+
+
+def test_getxml_vnics_on_a_linux_bridge_never_reach_the_helper(ovs_sandbox, make_env):
+    """A getXML() vNIC whose source bridge is a Linux bridge is not on OVS:
+    the hook decides so from sysfs, without the root helper or OVSDB; a MAC
+    no OVS Interface carries is "not an OVS vNIC" too (one lookup, exit 0)."""
+    sb = ovs_sandbox
+    sb.ns("ip", "link", "add", "lxbr0", "type", "bridge")
+    env = make_env(remote=sb.remote)
+    for point in ("after_update_device", "after_nic_hotunplug"):
+        res = run(point, getxml_iface(MAC1, "<inbound average='1000'/>", bridge="lxbr0"), env,
+                  vm_id=UUID, argv_prefix=_ns_prefix(sb))
+        assert res.rcs == (0,), (point, res.stderr)
+        assert "helper" not in res.stderr and "ERROR" not in res.stderr, res.stderr
+        res = run(point, getxml_iface(MAC1, "<inbound average='1000'/>"), env, vm_id=UUID,
+                  argv_prefix=_ns_prefix(sb))
+        assert res.rcs == (0,), (point, res.stderr)
+        assert "ERROR" not in res.stderr, res.stderr
     assert tuple(map(len, _ovs_rows(sb))) == (0, 0)
 
 

@@ -128,7 +128,7 @@ def test_apply_twice_no_duplicates_then_clear_leaves_nothing(ovs_sandbox):
 def _foreign_rows(sb):
     """libvirt-tagged (other domain), Neutron-tagged and untagged rows, some on ports."""
     sb.add_port("vnet1", isolated=False)
-    sb.add_port("tap-n", isolated=False)
+    sb.add_port("tap-n", isolated=False, external_ids={"attached-mac": "52:54:00:00:00:99"})
     sb.vsctl("set", "Port", "vnet1", "qos=@q", "--", "--id=@q", "create", "QoS", "type=linux-htb",
              "other_config:max-rate=5000000", "queues:0=@u",
              "external_ids:vm-id=%s" % OTHER, "external_ids:ifname=vnet1",
@@ -245,7 +245,7 @@ def test_gc_removes_orphans_only(ovs_sandbox):
 
 def test_verify_reports_drift_made_behind_our_back(ovs_sandbox):
     sb = ovs_sandbox
-    sb.add_port("vnet0", isolated=False)
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC})
     apply(sb, dq_for(iface()))
     sb.ns("tc", "class", "change", "dev", "vnet0", "parent", "1:fffe", "classid", "1:1", "htb",
           "rate", "1mbit", "ceil", "1mbit")
@@ -256,7 +256,7 @@ def test_verify_reports_drift_made_behind_our_back(ovs_sandbox):
 
 def test_ovsdb_down_and_hung_give_clear_errors(ovs_sandbox):
     sb = ovs_sandbox
-    sb.add_port("vnet0", isolated=False)
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC})
     sb.pause_ovsdb()
     try:
         with pytest.raises(BackendTimeout) as exc:
@@ -305,7 +305,7 @@ def test_32_parallel_applies_all_land(ovs_sandbox):
 
 def test_verify_error_when_vswitchd_not_applying(ovs_sandbox):
     sb = ovs_sandbox
-    sb.add_port("vnet0", isolated=False)
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC})
     sb.stop_vswitchd()
     with pytest.raises(VerifyError) as exc:
         apply(sb, dq_for(iface()), timeout=1.5)
@@ -372,7 +372,7 @@ def test_apply_repairs_an_htb_deleted_behind_ovs_back(ovs_sandbox):
     """ovs-vswitchd does not notice `tc qdisc del` (its tc state is cached): status
     shows the drift, apply unhooks and re-hooks the QoS and the htb is back."""
     sb = ovs_sandbox
-    sb.add_port("vnet0", isolated=False)
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": MAC})
     apply(sb, dq_for(iface()))
     qos = sb.vsctl("get", "Port", "vnet0", "qos").strip()
     want = htb_classes(sb, "vnet0")

@@ -6,7 +6,7 @@ import pytest
 
 from qos_hooks import ovs_plan as P
 from qos_hooks.desired import DomainQos, InterfaceQos
-from qos_hooks.errors import InputError
+from qos_hooks.errors import InputError, PortRefused
 from qos_hooks.policy import Bandwidth, Rate
 
 U = "11111111-2222-3333-4444-555555555555"
@@ -19,10 +19,14 @@ def bw(inb=None, out=None):
 
 
 def snap(ports=(), qos=(), queues=()):
+    """A Snapshot; every port is a VM tap with attached-mac MAC unless its
+    Interface external_ids say otherwise (the VM's own port: port_refusal)."""
     s = P.Snapshot()
     for name, iface_ids, qos_uuid, rate in ports:
         iu = "if-" + name
-        s.interfaces[iu] = P.InterfaceRow(iu, name, "", rate, 0, dict(iface_ids))
+        ids = dict(iface_ids)
+        ids.setdefault("attached-mac", MAC)
+        s.interfaces[iu] = P.InterfaceRow(iu, name, "", rate, 0, ids)
         s.ports[name] = P.PortRow("p-" + name, name, qos_uuid, (iu,), {})
     for q in qos:
         s.qos[q.uuid] = q
@@ -277,6 +281,138 @@ def test_repair_only_where_ovsdb_is_right_and_the_kernel_is_not():
 def test_dpdk_ports_are_refused_not_silently_misconfigured():
     i = InterfaceQos(MAC, "vhu0", bw(inb=dict(average=1000)))
     s = snap(ports=[("vhu0", {}, None, 0)])
-    s.interfaces["if-vhu0"] = P.InterfaceRow("if-vhu0", "vhu0", "dpdkvhostuserclient", 0, 0, {})
+    s.interfaces["if-vhu0"] = P.InterfaceRow("if-vhu0", "vhu0", "dpdkvhostuserclient", 0, 0,
+                                             {"attached-mac": MAC})
     plan, outcomes = P.plan_apply(s, dq(i))
     assert plan.ops == () and outcomes[0].action == "refused" and "DPDK" in outcomes[0].detail
+
+
+# -- which ports a request may touch (issue 9 items 1, 2) --------------------------
+
+def _own_snap():
+    """vnet0: the VM's tap; br0: the bridge's local port; eth0: an uplink;
+    patch0; vnet1: another VM's tap (other MAC); vnet2: same MAC, other vm-id."""
+    s = snap(ports=[("vnet0", {"vm-id": U}, None, 0),
+                    ("eth0", {"attached-mac": ""}, None, 0),
+                    ("vnet1", {"attached-mac": "52:54:00:00:00:09", "vm-id": OTHER}, None, 0),
+                    ("vnet2", {"vm-id": OTHER}, None, 0)])
+    s.interfaces["if-br0"] = P.InterfaceRow("if-br0", "br0", "internal", 0, 0,
+                                            {"attached-mac": MAC})
+    s.ports["br0"] = P.PortRow("p-br0", "br0", None, ("if-br0",), {})
+    s.interfaces["if-patch0"] = P.InterfaceRow("if-patch0", "patch0", "patch", 0, 0,
+                                               {"attached-mac": MAC})
+    s.ports["patch0"] = P.PortRow("p-patch0", "patch0", None, ("if-patch0",), {})
+    s.interfaces["if-bond0b"] = P.InterfaceRow("if-bond0b", "bond0b", "", 0, 0,
+                                               {"attached-mac": MAC})
+    s.ports["bond0"] = P.PortRow("p-bond0", "bond0", None, ("if-vnet0", "if-bond0b"), {})
+    return P.Snapshot(s.ports, s.interfaces, s.qos, s.queues, 0, 0, frozenset({"br0"}))
+
+
+@pytest.mark.parametrize("dev,why", [
+    ("br0", "bridge br0's own local port"),
+    ("eth0", "attached-mac=(none)"),
+    ("patch0", "of type patch"),
+    ("bond0", "has 2 interfaces"),
+    ("vnet1", "attached-mac=52:54:00:00:00:09"),
+    ("vnet2", "belongs to domain %s" % OTHER),
+])
+def test_a_port_that_is_not_the_vms_own_is_refused_naming_it(dev, why):
+    i = InterfaceQos(MAC, dev, bw(inb=dict(average=1000), out=dict(average=10)))
+    with pytest.raises(PortRefused) as e:
+        P.plan_apply(_own_snap(), dq(i))
+    assert "port %s" % dev in str(e.value) and why in str(e.value)
+    assert e.value.exit_code == 8
+
+
+def test_the_vms_own_tap_is_planned_and_one_bad_port_refuses_the_whole_request():
+    good = InterfaceQos(MAC, "vnet0", bw(inb=dict(average=1000)))
+    plan, outcomes = P.plan_apply(_own_snap(), dq(good))
+    assert plan.ops and outcomes[0].action == "applied"
+    bad = InterfaceQos("52:54:00:00:00:07", "eth0", bw(inb=dict(average=1000)))
+    with pytest.raises(PortRefused, match="eth0"):
+        P.plan_apply(_own_snap(), dq(good, bad))
+
+
+def test_a_request_without_a_mac_cannot_prove_the_port_is_the_vms():
+    i = InterfaceQos(None, "vnet0", bw(inb=dict(average=1000)))
+    with pytest.raises(PortRefused, match="carries no MAC"):
+        P.plan_apply(_own_snap(), dq(i))
+
+
+@pytest.mark.parametrize("second", [
+    InterfaceQos("52:54:00:00:00:05", "vnet0", Bandwidth()),      # same target dev
+    InterfaceQos(MAC.upper(), "vnet5", Bandwidth()),              # same MAC
+])
+def test_the_same_port_or_mac_twice_is_refused(second):
+    first = InterfaceQos(MAC, "vnet0", bw(inb=dict(average=1000)))
+    for planner in (lambda d: P.plan_apply(_own_snap(), d), lambda d: P.plan_apply(None, d),
+                    lambda d: P.plan_clear(_own_snap(), d)):
+        with pytest.raises(PortRefused, match="appears twice"):
+            planner(dq(first, second))
+
+
+def test_mac_lookup_only_sees_this_vms_interfaces_and_a_mac_not_on_ovs_is_nothing_to_do():
+    s = _own_snap()
+    # vm-id, where set, must be the domain's: vnet0 (and bond0, whose first
+    # Interface is vnet0's) carry vm-id U, so domain OTHER does not see them
+    assert [p.name for p in s.ports_by_mac(MAC, OTHER)] == ["br0", "patch0", "vnet2"]
+    plain = snap(ports=[("vnet0", {"vm-id": U}, None, 0), ("vnet2", {"vm-id": OTHER}, None, 0)])
+    assert [p.name for p in plain.ports_by_mac(MAC, U)] == ["vnet0"]
+    i = InterfaceQos(MAC, None, bw(inb=dict(average=1000)))
+    plan, outcomes = P.plan_apply(plain, dq(i))
+    assert outcomes[0].port == "vnet0" and plan.ops
+    stranger = InterfaceQos("52:54:00:00:00:77", None, bw(inb=dict(average=1000)))
+    plan, outcomes = P.plan_apply(plain, dq(stranger))
+    assert plan.ops == () and outcomes[0].action == "not-on-ovs" and outcomes[0].ok
+    assert any("not an Open vSwitch vNIC" in n for n in plan.notes)
+
+
+# -- clear: interface name, and rows no Port references (issue 16 items 9, 10) -------
+
+def test_source_side_clear_spares_the_migration_destinations_rows():
+    src = dict(P._tags(U, MAC, "vnet0"))
+    dst = dict(P._tags(U, MAC, "vnet1"))
+    s = snap(ports=[("vnet1", dst, "qd", 800)],   # the source's vnet0 is gone already
+             qos=[P.QosRow("qd", "linux-htb", {}, {0: "ud"}, dst),
+                  P.QosRow("qs", "linux-htb", {}, {0: "us"}, src)],
+             queues=[P.QueueRow("ud", {}, dst), P.QueueRow("us", {}, src)])
+    plan, _ = P.plan_clear(s, dq(InterfaceQos(MAC, "vnet0", Bandwidth())))
+    assert {op.qos_uuid for op in plan.ops if isinstance(op, P.DestroyQos)} == {"qs"}
+    assert not [op for op in plan.ops if isinstance(op, P.SetPolicing)]
+    # without a target dev (VDSM's getXML()), by MAC: both
+    plan, _ = P.plan_clear(s, dq(InterfaceQos(MAC, None, Bandwidth())))
+    assert {op.qos_uuid for op in plan.ops if isinstance(op, P.DestroyQos)} == {"qs", "qd"}
+
+
+def test_clear_removes_the_domains_rows_no_port_references():
+    mine0 = dict(P._tags(U, MAC, "vnet0"))
+    detached = dict(P._tags(U, "52:54:00:00:00:02", "vnet1"))
+    theirs = dict(P._tags(OTHER, "52:54:00:00:00:03", "vnet9"))
+    s = snap(ports=[("vnet0", mine0, "q0", 0)],
+             qos=[P.QosRow("q0", "linux-htb", {}, {0: "u0"}, mine0),
+                  P.QosRow("q1", "linux-htb", {}, {0: "u1"}, detached),
+                  P.QosRow("q9", "linux-htb", {}, {0: "u9"}, theirs)],
+             queues=[P.QueueRow("u0", {}, mine0), P.QueueRow("u1", {}, detached),
+                     P.QueueRow("u9", {}, theirs), P.QueueRow("ux", {}, detached)])
+    plan, _ = P.plan_clear(s, dq(InterfaceQos(MAC, "vnet0", Bandwidth())))
+    assert {op.qos_uuid for op in plan.ops if isinstance(op, P.DestroyQos)} == {"q0", "q1"}
+    assert {op.queue_uuid for op in plan.ops if isinstance(op, P.DestroyQueue)} == {"ux"}
+    assert "u9" not in {q for op in plan.ops for q in getattr(op, "queue_uuids", ())}
+
+
+def test_interface_documents_without_virtualport_are_looked_up_by_mac():
+    from qos_hooks import desired
+    from qos_hooks.domxml import DomainDoc
+    getxml = ("<interface type='bridge'><mac address='52:54:00:AA:00:01'/>"
+              "<model type='virtio'/><source bridge='%s'/><link state='up'/>"
+              "<bandwidth><inbound average='250'/></bandwidth>"
+              "<alias name='ua-1'/></interface>")
+    doc = DomainDoc(getxml % "ovsnet", allow_interface=True)
+    (i,) = desired.domain_qos(doc).interfaces
+    assert (i.mac, i.target_dev, i.bandwidth.inbound.average) == ("52:54:00:aa:00:01", None, 250)
+    doc = DomainDoc(getxml % "lxbr0", allow_interface=True)
+    assert desired.domain_qos(doc, not_ovs_bridge=lambda b: b == "lxbr0").interfaces == ()
+    # a whole domain: only <virtualport type='openvswitch'/> counts, as before
+    dom = DomainDoc("<domain><name>x</name><devices>%s</devices></domain>"
+                    % (getxml % "ovsnet"))
+    assert desired.domain_qos(dom).interfaces == ()
