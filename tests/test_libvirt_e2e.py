@@ -520,7 +520,7 @@ def test_vdsm_getxml_update_and_unplug_act_on_the_ovs_port(host, tmp_path):
             libvirt.VIR_DOMAIN_AFFECT_LIVE)
         conf = tmp_path / "q.conf"
         conf.write_text("[settings]\novsdb = %s\novsdb_timeout = 5\n" % host.remote)
-        env = dict(os.environ, PYTHONPATH=REPO, QOS_HOOKS_CONFIG=str(conf), QOS_HOOKS_VIA_HELPER="1",
+        env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), QOS_HOOKS_VIA_HELPER="1",
                    QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER,
                    PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         res = run_hook_dir(os.path.join(REPO, "hooks", "after_update_device"), new_iface,
