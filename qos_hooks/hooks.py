@@ -49,13 +49,6 @@ HOOK_POINTS = (
 HOOK_MARGIN = 4.0
 
 
-def _write_in_place(path, data):
-    """Rewrite the hook file keeping its inode, owner and mode (VDSM re-reads it)."""
-    with open(path, "r+b") as f:
-        f.write(data)
-        f.truncate()
-
-
 def _read_doc(env, allow_interface=False):
     from .domxml import DomainDoc, read_limited
     path = env.get("_hook_domxml")
@@ -69,7 +62,7 @@ def _read_doc(env, allow_interface=False):
 def _rewrite_file(path, doc, config, selection, logger):
     hookbase.rewrite_logged(doc, config, selection, logger)
     if doc.changed:
-        _write_in_place(path, doc.serialize())
+        hookbase.replace_hook_file(path, doc.serialize())
     return 0
 
 

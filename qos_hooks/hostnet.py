@@ -46,7 +46,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -672,33 +671,14 @@ class State:
         return cls(path, dict(data.get("pending") or {}), dict(data.get("applied") or {}))
 
     def save(self):
-        """Write atomically: a temporary file in the same directory, fsync, rename."""
+        """Write atomically: a temporary file in the same directory, fsync,
+        rename (qos_hooks.fileio.write_atomic)."""
+        from .fileio import write_atomic
         d = os.path.dirname(self.path) or "."
         os.makedirs(d, mode=0o700, exist_ok=True)
         data = json.dumps({"version": STATE_VERSION, "pending": self.pending,
                            "applied": self.applied}, indent=1, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".hostnet-", dir=d)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+        write_atomic(self.path, data.encode("utf-8"), mode=0o600)
 
 
 class StateLock:
@@ -749,13 +729,6 @@ def _read_hook_json(env):
     return path, text, data["request"]
 
 
-def _write_in_place(path, text):
-    """Rewrite the hook file keeping its inode, owner and mode (VDSM re-reads it)."""
-    with open(path, "r+b") as f:
-        f.write(text.encode("utf-8"))
-        f.truncate()
-
-
 def before_network_setup(env, config, logger):
     path, text, request = _read_hook_json(env)
     decisions = decide(request.get("networks") or {}, config)
@@ -780,7 +753,7 @@ def before_network_setup(env, config, logger):
             st.pending = {d.network: _entry(d) for d in ovs}
             st.save()
     if new != text:
-        _write_in_place(path, new)
+        hookbase.replace_hook_file(path, new.encode("utf-8"))
     return 0
 
 

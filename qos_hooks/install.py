@@ -38,7 +38,6 @@ import hashlib
 import os
 import stat
 import sys
-import tempfile
 
 from .errors import PermissionDenied, QosHooksError, UsageError
 
@@ -200,29 +199,16 @@ def _sha256(path):
 
 
 def _write_atomic(path, data, mode):
-    """Write ``path`` by rename: no reader ever sees a partial or non-executable hook.
+    """Write ``path`` by rename (qos_hooks.fileio.write_atomic): no reader ever
+    sees a partial or non-executable hook.
 
     The temporary file lives in the parent of the target's directory so VDSM
     (which runs every executable in a hook directory), libvirt (qemu.d) and sudo
     (sudoers.d) never see it.
     """
-    tmpdir = os.path.dirname(os.path.dirname(path))
-    fd, tmp = tempfile.mkstemp(prefix=".qos-hooks-", dir=tmpdir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            if os.geteuid() == 0:
-                os.fchown(f.fileno(), 0, 0)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .fileio import write_atomic
+    write_atomic(path, data, mode=mode, owner=(0, 0),
+                 tmp_dir=os.path.dirname(os.path.dirname(path)))
 
 
 def _read_manifest(root):

@@ -19,9 +19,9 @@ import os
 import signal
 import subprocess
 
-from .errors import (ApplyError, BackendTimeout, BackendUnavailable, EXIT_APPLY,
-                     EXIT_INPUT, EXIT_PERMISSION, EXIT_UNAVAILABLE, InputError,
-                     PermissionDenied, QosHooksError)
+from .errors import (ApplyError, BackendTimeout, BackendUnavailable, ConfigError,
+                     EXIT_APPLY, EXIT_CONFIG, EXIT_INPUT, EXIT_PERMISSION, EXIT_UNAVAILABLE,
+                     InputError, PermissionDenied, QosHooksError)
 
 HELPER_PATH = "/usr/libexec/qos-hooks/qos-hooks-helper"
 SUDO = "sudo"
@@ -54,6 +54,7 @@ def helper_argv(environ):
 
 
 _EXIT_ERRORS = {
+    EXIT_CONFIG: ConfigError,
     EXIT_INPUT: InputError,
     EXIT_UNAVAILABLE: BackendUnavailable,
     EXIT_APPLY: ApplyError,

@@ -97,8 +97,13 @@ def run_file_hook(hook_point, text, env, tmp_path):
     p = subprocess.run([os.path.join(HOOKS, hook_point, "50_qos_hooks")], env=e, cwd="/",
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
     after = os.stat(path)
-    rewritten = (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size)
-    assert after.st_ino == before.st_ino   # rewritten in place, as VDSM expects
+    rewritten = (after.st_ino, after.st_mtime_ns, after.st_size) != \
+        (before.st_ino, before.st_mtime_ns, before.st_size)
+    # replaced by rename (VDSM re-reads the file by name), mode and owner kept,
+    # no temporary file left behind
+    assert (after.st_mode, after.st_uid, after.st_gid) == \
+        (before.st_mode, before.st_uid, before.st_gid)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".qos-hooks-")]
     return p.returncode, path.read_bytes().decode("utf-8"), p.stderr.decode(), rewritten
 
 
