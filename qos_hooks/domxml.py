@@ -22,6 +22,7 @@ from typing import List, Optional
 from lxml import etree
 
 from .errors import DomainXmlError
+from .units import UnitError, parse_int
 from .policy import Bandwidth, IoTune, Rate, IOTUNE_KEYS, RATE_FIELDS
 
 NS_OVIRT_VM = "http://ovirt.org/vm/1.0"
@@ -111,15 +112,21 @@ def _syntax_error(e, source):
 
 # -- reading ------------------------------------------------------------------
 
+def _number(text, source, elem, what, signed=False):
+    """Every number in the XML: ASCII digits, at most units.MAX_DIGITS
+    (units.parse_int); anything else is an input error naming the line."""
+    try:
+        return parse_int(text, signed=signed)
+    except UnitError as e:
+        raise DomainXmlError("%s:%d: %s: %s (allowed: %s)"
+                             % (source, elem.sourceline or 0, what, e, e.allowed))
+
+
 def _int_attr(elem, name, source):
     v = elem.get(name)
     if v is None:
         return None
-    v = v.strip()
-    if not re.match(r"^[0-9]+$", v):
-        raise DomainXmlError("%s:%d: <%s %s=%r>: not a non-negative integer"
-                             % (source, elem.sourceline or 0, elem.tag, name, v))
-    return int(v)
+    return _number(v, source, elem, "<%s %s>" % (elem.tag, name))
 
 
 def read_bandwidth(elem, source="<input>"):
@@ -154,11 +161,9 @@ def read_iotune(elem, source="<input>"):
         if name == "group_name":
             vals[name] = text
             continue
-        if not re.match(r"^[0-9]+$", text):
-            raise DomainXmlError("%s:%d: <iotune><%s>%s</%s>: not a non-negative integer"
-                                 % (source, child.sourceline or 0, name, text, name))
-        if int(text):
-            vals[name] = int(text)
+        v = _number(text, source, child, "<iotune><%s>" % name)
+        if v:
+            vals[name] = v
     return IoTune.from_dict(vals)
 
 
@@ -248,11 +253,7 @@ class DomainDoc:
             return 1
         cur = v.get("current")
         text = cur if cur is not None else (v.text or "1")
-        try:
-            return max(1, int(text.strip()))
-        except ValueError:
-            raise DomainXmlError("%s:%d: <vcpu>: not an integer: %r"
-                                 % (self.source, v.sourceline or 0, text))
+        return max(1, _number(text, self.source, v, "<vcpu>"))
 
     def _metadata(self):
         return self.root.find("metadata")
@@ -341,11 +342,8 @@ class DomainDoc:
             for f in ("period", "quota", "shares"):
                 t = ct.findtext(f)
                 if t is not None and t.strip():
-                    try:
-                        vals[f] = int(t.strip())
-                    except ValueError:
-                        raise DomainXmlError("%s: <cputune><%s>: not an integer: %r"
-                                             % (self.source, f, t))
+                    vals[f] = _number(t, self.source, ct.find(f), "<cputune><%s>" % f,
+                                      signed=(f == "quota"))
         return vals
 
     def vcpu_limit(self):
@@ -355,7 +353,7 @@ class DomainDoc:
         for child in q:
             if isinstance(child.tag, str) and etree.QName(child).localname == "vcpuLimit":
                 t = (child.text or "").strip()
-                return int(t) if t.isdigit() else None
+                return _number(t, self.source, child, "<vcpuLimit>") if t else None
         return None
 
     # -- edits ------------------------------------------------------------------

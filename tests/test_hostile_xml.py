@@ -190,3 +190,59 @@ def test_deep_nesting():
 def test_undefined_entity():
     assert_input_error(dry_run(b'<domain type="kvm"><name>&ext;</name></domain>'),
                        "Entity 'ext' not defined")
+
+
+# -- numbers (issue 9 item 7): ASCII digits only, bounded length, exit 4 -----------
+
+BIG = "9" * 5000
+PLAIN = """<domain type="kvm">
+  <name>n1</name>
+  <uuid>6b1f9c1e-2f4a-4c3e-9a57-1d2f3b4c5d6e</uuid>
+  <vcpu>{vcpu}</vcpu>
+  <cputune><shares>{shares}</shares></cputune>
+  <devices>
+    <interface type="bridge">
+      <mac address="52:54:00:00:00:01"/>
+      <source bridge="br0"/>
+      <bandwidth><inbound average="{avg}"/></bandwidth>
+    </interface>
+    <disk type="file" device="disk">
+      <source file="/var/lib/a.img"/>
+      <target dev="vda" bus="virtio"/>
+      <iotune><total_iops_sec>{iops}</total_iops_sec></iotune>
+    </disk>
+  </devices>
+</domain>
+"""
+OVIRT = """<domain type="kvm" xmlns:ovirt-tune="http://ovirt.org/vm/tune/1.0">
+  <name>n2</name>
+  <metadata><ovirt-tune:qos><vcpuLimit>{limit}</vcpuLimit></ovirt-tune:qos></metadata>
+  <vcpu>2</vcpu>
+</domain>
+"""
+FINE = dict(vcpu="2", shares="1024", avg="1000", iops="100")
+
+
+def plain(**over):
+    return PLAIN.format(**dict(FINE, **over)).encode()
+
+
+@pytest.mark.parametrize("data,needle", [
+    (plain(avg=BIG), "<stdin>:10: <inbound average>: number with 5000 digits is too long "
+                     "(allowed: at most 20 digits)"),
+    (plain(iops=BIG), "<stdin>:15: <iotune><total_iops_sec>: number with 5000 digits"),
+    (plain(vcpu=BIG), "<stdin>:4: <vcpu>: number with 5000 digits"),
+    (plain(shares=BIG), "<stdin>:5: <cputune><shares>: number with 5000 digits"),
+    (OVIRT.format(limit=BIG).encode(), "<stdin>:3: <vcpuLimit>: number with 5000 digits"),
+    (plain(vcpu="\u0664"), "<stdin>:4: <vcpu>: not a number: '\u0664' (allowed: ASCII digits"),
+    (plain(avg="\u0661\u0660\u0660\u0660"), "<stdin>:10: <inbound average>: not a number"),
+    (plain(iops="\u00b2"), "<stdin>:15: <iotune><total_iops_sec>: not a number: '\u00b2'"),
+    (plain(shares="\uff11\uff10"), "<stdin>:5: <cputune><shares>: not a number"),
+    (OVIRT.format(limit="\u00b2").encode(), "<stdin>:3: <vcpuLimit>: not a number"),
+], ids=["big-attr", "big-iotune", "big-vcpu", "big-cputune", "big-vcpuLimit", "arabic-vcpu",
+        "arabic-average", "superscript-iops", "fullwidth-shares", "superscript-vcpuLimit"])
+def test_hostile_numbers_are_input_errors(data, needle):
+    """A 5000-digit number was Python's int-digits ValueError (exit 1, a
+    traceback); a non-ASCII digit was read as a number ('٤' -> 4) or crashed."""
+    line = assert_input_error(dry_run(data, "--profile", "gold"), needle)
+    assert len(line) < 400          # the 5000 digits are not echoed back
