@@ -22,7 +22,7 @@ from typing import List, Optional
 from lxml import etree
 
 from .errors import DomainXmlError
-from .units import UnitError, parse_int
+from .units import UnitError, clip, parse_int
 from .policy import Bandwidth, IoTune, Rate, IOTUNE_KEYS, RATE_FIELDS
 
 NS_OVIRT_VM = "http://ovirt.org/vm/1.0"
@@ -112,21 +112,32 @@ def _syntax_error(e, source):
 
 # -- reading ------------------------------------------------------------------
 
-def _number(text, source, elem, what, signed=False):
+def _number(text, source, elem, what, signed=False, inline=False):
     """Every number in the XML: ASCII digits, at most units.MAX_DIGITS
-    (units.parse_int); anything else is an input error naming the line."""
+    (units.parse_int); anything else is an input error naming the line.
+
+    The message reads ``<what>: <why>: <value>``, or ``<what>: <why>`` when
+    ``what`` already shows the value (``inline``); a value is clipped, so a
+    5000-digit one is not echoed back."""
     try:
         return parse_int(text, signed=signed)
     except UnitError as e:
-        raise DomainXmlError("%s:%d: %s: %s (allowed: %s)"
-                             % (source, elem.sourceline or 0, what, e, e.allowed))
+        if e.allowed and e.allowed.startswith("at most"):
+            why = "%s (allowed: %s)" % (e, e.allowed)
+        else:
+            why = "not an integer" if signed else "not a non-negative integer"
+        msg = "%s:%d: %s: %s" % (source, elem.sourceline or 0, what, why)
+        if not inline:
+            msg += ": %r" % clip(text)
+        raise DomainXmlError(msg)
 
 
 def _int_attr(elem, name, source):
     v = elem.get(name)
     if v is None:
         return None
-    return _number(v, source, elem, "<%s %s>" % (elem.tag, name))
+    return _number(v, source, elem, "<%s %s=%r>" % (elem.tag, name, clip(v.strip())),
+                   inline=True)
 
 
 def read_bandwidth(elem, source="<input>"):
@@ -161,7 +172,8 @@ def read_iotune(elem, source="<input>"):
         if name == "group_name":
             vals[name] = text
             continue
-        v = _number(text, source, child, "<iotune><%s>" % name)
+        v = _number(text, source, child, "<iotune><%s>%s</%s>" % (name, clip(text), name),
+                    inline=True)
         if v:
             vals[name] = v
     return IoTune.from_dict(vals)

@@ -56,7 +56,7 @@ def parse_decimal(text, signed=False):
     s = text.strip() if isinstance(text, str) else None
     m = _DECIMAL.fullmatch(s) if s is not None else None
     if not m or (m.group("sign") and not signed) or m.group("sign") == "+":
-        raise UnitError("not a number: %r" % (_clip(text),),
+        raise UnitError("not a number: %r" % (clip(text),),
                         allowed="ASCII digits 0-9%s" % (", optionally negative" if signed
                                                         else ""))
     whole, frac = m.group("whole"), m.group("frac") or ""
@@ -73,11 +73,11 @@ def parse_int(text, signed=False):
         return text
     num, den = parse_decimal(text, signed)
     if den != 1:
-        raise UnitError("not a whole number: %r" % (_clip(text),), allowed="an integer")
+        raise UnitError("not a whole number: %r" % (clip(text),), allowed="an integer")
     return num
 
 
-def _clip(text, limit=40):
+def clip(text, limit=40):
     """A value for an error message: bounded, so a 5000-digit input does not
     become a 5000-character message."""
     text = str(text)
@@ -90,7 +90,7 @@ def _split(text):
     text = str(text)
     m = _QTY.fullmatch(text)
     if not m:
-        raise UnitError("not a quantity: %r" % _clip(text))
+        raise UnitError("not a quantity: %r" % clip(text))
     num, den = parse_decimal(m.group("num"))
     return num, den, m.group("unit")
 
@@ -213,7 +213,7 @@ def parse_count(text):
     try:
         return parse_int(s, signed=True)
     except UnitError as e:
-        raise UnitError("not a whole number: %r" % (_clip(text),),
+        raise UnitError("not a whole number: %r" % (clip(text),),
                         allowed="an integer" if e.allowed.startswith("ASCII")
                         else e.allowed)
 
