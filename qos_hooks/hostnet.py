@@ -835,6 +835,40 @@ def after_network_setup_fail(env, config, logger):
     return 0
 
 
+def drop_unvalidated_host_qos(env, config, logger):
+    """on_error=continue in before_network_setup: take ``hostQos`` off every
+    network whose host QoS does not validate (byte-preserving edit, atomic
+    write), and say so; VDSM then sets those networks up without host QoS
+    instead of applying values nobody validated.  A file that cannot be read
+    is left as it is (logged)."""
+    try:
+        path, text, request = _read_hook_json(env)
+        networks = request.get("networks") or {}
+        bad = []
+        for net in sorted(networks) if isinstance(networks, dict) else ():
+            attrs = networks[net]
+            if not isinstance(attrs, dict) or "hostQos" not in attrs:
+                continue
+            try:
+                decide({net: attrs}, config)
+            except QosHooksError as e:
+                bad.append((net, e))
+        if not bad:
+            return
+        ed = JsonEditor(text)
+        for net, _ in bad:
+            ed.delete_member(ed.find(["request", "networks", net]), "hostQos")
+        hookbase.replace_hook_file(path, ed.result().encode("utf-8"))
+    except (OSError, ValueError, QosHooksError) as e:
+        logger.error("on_error=continue: could not remove the unvalidated hostQos: %s; "
+                     "the request goes on unchanged", e)
+        return
+    for net, e in bad:
+        logger.warning("on_error=continue: removed the hostQos of network %r, which could "
+                       "not be validated (%s): the network carries on without host QoS",
+                       net, e)
+
+
 HANDLERS = {HOOK_BEFORE: before_network_setup, HOOK_AFTER: after_network_setup,
             HOOK_AFTER_FAIL: after_network_setup_fail}
 
@@ -849,9 +883,18 @@ def vdsm_main(hook_point, environ=None):
     """
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point})
-    return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
-                        environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
-                        margin=HOOK_MARGIN)
+    loaded = {}
+
+    def handler(config):
+        loaded["config"] = config
+        return HANDLERS[hook_point](env, config, logger)
+
+    def on_failure(code):
+        # on_error=continue: carry on WITHOUT the host QoS that failed validation
+        if code == 0 and hook_point == HOOK_BEFORE and loaded.get("config") is not None:
+            drop_unvalidated_host_qos(env, loaded["config"], logger)
+    return hookbase.run(hook_point, handler, environ=env, logger=logger,
+                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure)
 
 
 # -- status -----------------------------------------------------------------------------
