@@ -409,6 +409,8 @@ def uninstall(root="/", components=(COMMON, VDSM, LIBVIRT)):
     if not {c for (_, c, _, _) in manifest.values()} - components - {COMMON}:
         components.add(COMMON)            # nothing else needs the helper and config
     mine = [t for t, e in manifest.items() if e[1] in components]
+    for target in mine + [MANIFEST]:
+        _under(root, target)      # every path checked before anything is removed
     dirs = [t for t in mine if manifest[t][0] == DIR]
     for target in sorted(t for t in mine if manifest[t][0] != DIR):
         kind, _, _, digest = manifest.pop(target)
