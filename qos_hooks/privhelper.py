@@ -211,7 +211,7 @@ def parse_request(data):
     if not _whole(UUID_RE, dom["uuid"]):
         _refuse("domain.uuid", "not a UUID")
     name = dom.get("name")
-    if name is not None and not _whole(NAME_RE, name):
+    if name is not None and not (_whole(NAME_RE, name) and name.isprintable()):
         _refuse("domain.name", "not a valid domain name")
     ifaces = dom["interfaces"]
     if not isinstance(ifaces, list):
