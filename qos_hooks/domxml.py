@@ -445,17 +445,23 @@ class DomainDoc:
         For a validating hook whose failure policy is ``continue``: the vNIC
         carries on without QoS rather than with QoS nobody validated."""
         removed = []
-        for info, iface in zip(self.interfaces(), self._interface_elems()):
+        for iface in self._interface_elems():
             bw = iface.find("bandwidth")
             if bw is None:
                 continue
+            # named without reading <bandwidth>: its values may be what failed
+            mac, tgt = iface.find("mac"), iface.find("target")
+            label = InterfaceInfo(
+                index=0, type="", mac=mac.get("address") if mac is not None else None,
+                target_dev=tgt.get("dev") if tgt is not None else None, bridge=None,
+                virtualport=None, model=None, bandwidth=None).label
             prev = bw.getprevious()
             if prev is not None:
                 prev.tail = bw.tail
             else:
                 iface.text = bw.tail
             iface.remove(bw)
-            removed.append(info.label)
+            removed.append(label)
             self.changed = True
         return removed
 

@@ -510,6 +510,8 @@ class _Located:
         self.path, self.lines = path, lines
 
     def error(self, section, key, value, message, allowed=None, profile=None):
+        if isinstance(value, str):
+            value = units.clip(value)     # a 5000-digit value is not echoed back
         return ConfigError(message, path=self.path,
                            line=self.lines.get((section, key), self.lines.get((section, None))),
                            profile=profile, key=key, value=value, allowed=allowed)
