@@ -247,3 +247,56 @@ def test_hostile_numbers_are_input_errors(data, needle):
     assert len(line) < 400          # the 5000 digits are not echoed back
     if "9999" in needle:
         assert "5000 characters" in line and "at most 20 digits" in line
+
+
+# -- log forging (issue 9 item 9): values from the XML are escaped in the logger -------------
+
+FORGE = """<domain type="kvm">
+  <name>web01</name>
+  <uuid>6b1f9c1e-2f4a-4c3e-9a57-1d2f3b4c5d6e</uuid>
+  <vcpu>1</vcpu>
+  <devices>
+    <interface type="bridge">
+      <mac address="52:54:00:00:00:01"/>
+      <source bridge="br0"/>
+      <target dev="vnet0&#10;qos-hooks[1] ERROR forged by the tap name"/>
+    </interface>
+    <disk type="file" device="disk">
+      <source file="/var/lib/a.img"/>
+      <target dev="vda&#10;qos-hooks[1] ERROR forged&#13;&#x2028;&#x85;[2K" bus="virtio"/>
+    </disk>
+  </devices>
+</domain>
+"""
+
+
+def test_xml_values_cannot_forge_a_log_line(tmp_path):
+    """``<target dev='vda&#10;qos-hooks[1] ERROR forged'/>`` used to print a
+    line of its own in VDSM's log.  Every line the hook writes now starts
+    with its own pid, and the forged text stays inside an escaped value."""
+    import re
+    import subprocess
+    conf = tmp_path / "c.conf"
+    conf.write_text("[profile gold]\ninbound.average = 1000\ndisk.total_iops_sec = 100\n")
+    f = tmp_path / "dom.xml"
+    f.write_text(FORGE)
+    hook = os.path.join(os.path.dirname(CONF), "..", "hooks", "before_vm_start", "50_qos_hooks")
+    env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), _hook_domxml=str(f), qos_profile="gold",
+               QOS_HOOKS_LOG_LEVEL="DEBUG",
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p = subprocess.run([hook], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    err = p.stderr.decode("utf-8")
+    lines = err.split("\n")
+    assert lines[-1] == ""
+    pids = set()
+    for line in lines[:-1]:
+        m = re.match(r"qos-hooks\[(\d+)\] (DEBUG|INFO|WARNING|ERROR) hook=before_vm_start: ",
+                     line)
+        assert m, "a line the hook did not write: %r" % line
+        pids.add(m.group(1))
+        assert "\r" not in line and "\u2028" not in line and "\x85" not in line
+    assert len(pids) == 1 and pids != {"1"}
+    assert "vda\\nqos-hooks[1] ERROR forged\\r\\u2028\\x85[2K" in err
+    assert "vnet0\\nqos-hooks[1] ERROR forged by the tap name" in err
