@@ -80,7 +80,7 @@ def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False)
         _kill_group(proc)
         raise BackendTimeout("root helper %s did not finish within %.1fs: killed"
                              % (argv[-1], bound))
-    for line in err.decode("utf-8", "replace").splitlines():
+    for line in err.decode("utf-8", "replace").split("\n"):
         if line.strip():
             logger.info("helper: %s", line.rstrip())
     if proc.returncode == 0:
