@@ -109,17 +109,12 @@ def parse_microseconds(text):
     a unit ``us``, ``ms``, ``s``.  Exact: ``1.5ms`` -> 1500, ``0.5us`` refused."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    m = re.match(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*$", str(text))
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*", str(text))
     if not m:
-        raise units.UnitError("not a delay: %r" % (text,),
+        raise units.UnitError("not a delay: %r" % (units.clip(text),),
                               allowed="whole microseconds, or a number with us, ms or s")
-    num = m.group(1)
     factor = {"us": 1, "ms": 1000, "s": 1000000, None: 1}[m.group(2)]
-    if "." in num:
-        whole, frac = num.split(".")
-        n, den = int(whole + frac), 10 ** len(frac)
-    else:
-        n, den = int(num), 1
+    n, den = units.parse_decimal(m.group(1))    # ASCII, at most units.MAX_DIGITS
     if (n * factor) % den:
         raise units.UnitError("%r is not a whole number of microseconds" % (text,),
                               allowed="whole microseconds")
@@ -228,8 +223,8 @@ def _number(net, path, value, key, fixes):
     elif isinstance(value, str):
         s = value.strip()
         try:
-            if re.match(r"^[0-9]+$", s):
-                v = int(s)
+            if re.fullmatch(r"[0-9]+", s):
+                v = units.parse_int(s)          # at most units.MAX_DIGITS
             elif key == "d":
                 v = parse_microseconds(s)
             elif key == "m2" and path.startswith("[out][ls]"):
@@ -416,7 +411,7 @@ def _vlan(attrs):
     if v in (None, ""):
         return None
     try:
-        return int(v)
+        return units.parse_int(v)
     except (TypeError, ValueError):
         return v
 

@@ -301,3 +301,31 @@ def test_security_md_names_real_tests():
             tree = ast.parse(f.read())
         names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         assert name in names, "%s::%s named in docs/security.md does not exist" % (path, name)
+
+
+@pytest.mark.parametrize("value,needle", [
+    ("9" * 5000, "hostQos[out][ul][m2] = \"99999"),
+    ("%sms" % ("9" * 5000), "hostQos[out][ul][d]"),
+], ids=["big-m2", "big-d"])
+def test_hostile_numbers_in_the_hook_json(tmp_path, value, needle):
+    """A 5000-digit string in hostQos was Python's int-digits ValueError (a
+    traceback, "internal error"); now an input error naming the network, and
+    the request byte-equal."""
+    req = json.loads(NET_REQUEST)
+    curve = {"m2": value} if needle.endswith("= \"99999") else {"m1": 1000, "d": value,
+                                                                "m2": 8000000}
+    req["request"]["networks"]["n1"]["hostQos"] = {"out": {"ul": curve}}
+    f = tmp_path / "net.json"
+    f.write_text(json.dumps(req))
+    data = f.read_bytes()
+    conf = tmp_path / "c.conf"
+    conf.write_text("[settings]\novsdb_timeout = 5\n")
+    rc, _, err = run_hook("before_network_setup",
+                          {"QOS_HOOKS_CONFIG": str(conf),
+                           "QOS_HOOKS_HOSTNET_STATE": str(tmp_path / "st" / "h.json")},
+                          "_hook_json", f)
+    assert rc == 1, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert "network 'n1': " in err and needle in err
+    assert "at most 20 digits" in err
+    assert f.read_bytes() == data
