@@ -253,13 +253,16 @@ def execute(action, dq, options, config, logger):
     return result
 
 
-def _watchdog(seconds, logger):
+def _watchdog(seconds, logger, bound=None):
     """Exit the process after ``seconds`` whatever the main thread is blocked in
     (reading stdin from a caller that never closes it, an OVSDB that never
-    answers)."""
+    answers); ``bound`` is the whole bound the message names (default
+    ``seconds``)."""
+    bound = seconds if bound is None else bound
+
     def expire():
         try:
-            logger.error("helper bound of %.1fs exceeded: exiting", seconds)
+            logger.error("helper bound of %.1fs exceeded: exiting", bound)
         finally:
             os._exit(errors.EXIT_UNAVAILABLE)
     t = threading.Timer(seconds, expire)
@@ -273,6 +276,7 @@ def main(argv=None, stdin=None, environ=None):
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ
     logger = _log.setup({"helper": "qos-hooks-helper", "by": env.get("SUDO_USER")})
+    dog = None
     try:
         if argv:
             _refuse("argv", "the helper takes no arguments")
@@ -286,8 +290,8 @@ def main(argv=None, stdin=None, environ=None):
         dog = _watchdog(policy.DEFAULT_OVSDB_TIMEOUT + WATCHDOG_SLACK, logger)
         config = helper_config(env)
         dog.cancel()
-        _watchdog(max(0.0, start + config.settings.ovsdb_timeout + WATCHDOG_SLACK
-                      - time.monotonic()), logger)
+        bound = config.settings.ovsdb_timeout + WATCHDOG_SLACK
+        dog = _watchdog(max(0.0, start + bound - time.monotonic()), logger, bound)
         stream = stdin if stdin is not None else sys.stdin.buffer
         data = stream.read(MAX_REQUEST_BYTES + 1)
         action, dq, options = parse_request(data)
@@ -299,3 +303,6 @@ def main(argv=None, stdin=None, environ=None):
     except Exception:
         logger.exception("internal error")
         return errors.EXIT_INTERNAL
+    finally:
+        if dog is not None:      # done in time (main() may run in-process)
+            dog.cancel()
