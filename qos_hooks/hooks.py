@@ -165,6 +165,7 @@ def vdsm_main(hook_point, environ=None):
     """Entry point of a VDSM hook executable; returns the process exit code."""
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point, "vm": env.get("vmId")})
+
     def on_failure(code):
         if code == 0 and hook_point in VALIDATING:
             drop_unvalidated_qos(env, logger)
