@@ -11,6 +11,7 @@ reproducible.  ``QOS_HOOKS_HYPOTHESIS_EXAMPLES`` changes the count.
 """
 
 import os
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +27,7 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=bool(os.en
 
 NAME = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
 COMMENT = st.text("abc xyz-_.", min_size=0, max_size=12).map(
-    lambda t: "<!-- %s -->" % t.replace("--", "-"))
+    lambda t: "<!-- %s -->" % re.sub("-+", "-", t))   # XML: no "--" inside a comment
 
 
 # -- policies ---------------------------------------------------------------------------
@@ -44,7 +45,9 @@ def rate_keys(draw, direction):
         if draw(st.booleans()):
             keys.append(("%s.peak" % direction, str(avg + draw(st.integers(0, 10 ** 6)))))
         if draw(st.booleans()):
-            keys.append(("%s.burst" % direction, str(draw(st.integers(1, 4194303)))))
+            # at least one MTU (issue 9 item 10)
+            burst = draw(st.integers(policy.BW_BURST_MTU_MIN, 4194303))
+            keys.append(("%s.burst" % direction, str(burst)))
     if floor:
         keys.append(("inbound.floor", str(draw(st.integers(1, 10 ** 6)))))
     return keys
