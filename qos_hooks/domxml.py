@@ -22,6 +22,7 @@ from typing import List, Optional
 from lxml import etree
 
 from .errors import DomainXmlError
+from .units import UnitError, clip, parse_int
 from .policy import Bandwidth, IoTune, Rate, IOTUNE_KEYS, RATE_FIELDS
 
 NS_OVIRT_VM = "http://ovirt.org/vm/1.0"
@@ -111,15 +112,32 @@ def _syntax_error(e, source):
 
 # -- reading ------------------------------------------------------------------
 
+def _number(text, source, elem, what, signed=False, inline=False):
+    """Every number in the XML: ASCII digits, at most units.MAX_DIGITS
+    (units.parse_int); anything else is an input error naming the line.
+
+    The message reads ``<what>: <why>: <value>``, or ``<what>: <why>`` when
+    ``what`` already shows the value (``inline``); a value is clipped, so a
+    5000-digit one is not echoed back."""
+    try:
+        return parse_int(text, signed=signed)
+    except UnitError as e:
+        if e.allowed and e.allowed.startswith("at most"):
+            why = "%s (allowed: %s)" % (e, e.allowed)
+        else:
+            why = "not an integer" if signed else "not a non-negative integer"
+        msg = "%s:%d: %s: %s" % (source, elem.sourceline or 0, what, why)
+        if not inline:
+            msg += ": %r" % clip(text)
+        raise DomainXmlError(msg)
+
+
 def _int_attr(elem, name, source):
     v = elem.get(name)
     if v is None:
         return None
-    v = v.strip()
-    if not re.match(r"^[0-9]+$", v):
-        raise DomainXmlError("%s:%d: <%s %s=%r>: not a non-negative integer"
-                             % (source, elem.sourceline or 0, elem.tag, name, v))
-    return int(v)
+    return _number(v, source, elem, "<%s %s=%r>" % (elem.tag, name, clip(v.strip())),
+                   inline=True)
 
 
 def read_bandwidth(elem, source="<input>"):
@@ -154,11 +172,10 @@ def read_iotune(elem, source="<input>"):
         if name == "group_name":
             vals[name] = text
             continue
-        if not re.match(r"^[0-9]+$", text):
-            raise DomainXmlError("%s:%d: <iotune><%s>%s</%s>: not a non-negative integer"
-                                 % (source, child.sourceline or 0, name, text, name))
-        if int(text):
-            vals[name] = int(text)
+        v = _number(text, source, child, "<iotune><%s>%s</%s>" % (name, clip(text), name),
+                    inline=True)
+        if v:
+            vals[name] = v
     return IoTune.from_dict(vals)
 
 
@@ -248,11 +265,7 @@ class DomainDoc:
             return 1
         cur = v.get("current")
         text = cur if cur is not None else (v.text or "1")
-        try:
-            return max(1, int(text.strip()))
-        except ValueError:
-            raise DomainXmlError("%s:%d: <vcpu>: not an integer: %r"
-                                 % (self.source, v.sourceline or 0, text))
+        return max(1, _number(text, self.source, v, "<vcpu>"))
 
     def _metadata(self):
         return self.root.find("metadata")
@@ -341,11 +354,8 @@ class DomainDoc:
             for f in ("period", "quota", "shares"):
                 t = ct.findtext(f)
                 if t is not None and t.strip():
-                    try:
-                        vals[f] = int(t.strip())
-                    except ValueError:
-                        raise DomainXmlError("%s: <cputune><%s>: not an integer: %r"
-                                             % (self.source, f, t))
+                    vals[f] = _number(t, self.source, ct.find(f), "<cputune><%s>" % f,
+                                      signed=(f == "quota"))
         return vals
 
     def vcpu_limit(self):
@@ -355,7 +365,7 @@ class DomainDoc:
         for child in q:
             if isinstance(child.tag, str) and etree.QName(child).localname == "vcpuLimit":
                 t = (child.text or "").strip()
-                return int(t) if t.isdigit() else None
+                return _number(t, self.source, child, "<vcpuLimit>") if t else None
         return None
 
     # -- edits ------------------------------------------------------------------
@@ -428,6 +438,32 @@ class DomainDoc:
             _insert(q, lim, None)
         lim.text = str(percent)
         self.changed = True
+
+    def remove_bandwidth(self):
+        """Remove every interface's ``<bandwidth>``; return their labels.
+
+        For a validating hook whose failure policy is ``continue``: the vNIC
+        carries on without QoS rather than with QoS nobody validated."""
+        removed = []
+        for iface in self._interface_elems():
+            bw = iface.find("bandwidth")
+            if bw is None:
+                continue
+            # named without reading <bandwidth>: its values may be what failed
+            mac, tgt = iface.find("mac"), iface.find("target")
+            label = InterfaceInfo(
+                index=0, type="", mac=mac.get("address") if mac is not None else None,
+                target_dev=tgt.get("dev") if tgt is not None else None, bridge=None,
+                virtualport=None, model=None, bandwidth=None).label
+            prev = bw.getprevious()
+            if prev is not None:
+                prev.tail = bw.tail
+            else:
+                iface.text = bw.tail
+            iface.remove(bw)
+            removed.append(label)
+            self.changed = True
+        return removed
 
     def _put(self, parent, tag, new):
         old = parent.find(tag)

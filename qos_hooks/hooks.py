@@ -36,6 +36,11 @@ DEFAULT_ON_ERROR = {
     # exit 1, which VDSM logs as a hook error).
 }
 
+# Hook points that validate QoS on its way to VDSM: with on_error=continue a
+# failure there removes the QoS the hook could not validate ("carry on
+# without QoS") instead of passing it through (drop_unvalidated_qos).
+VALIDATING = ("before_nic_hotplug", "before_update_device")
+
 # Every VDSM hook point this package ships an executable for.
 HOOK_POINTS = (
     "before_vm_start", "after_vm_start", "after_vm_migrate_destination",
@@ -47,13 +52,6 @@ HOOK_POINTS = (
 # start, sudo and the helper's own start: a hook never runs longer than
 # ovsdb_timeout + HOOK_MARGIN seconds (watchdog below), whatever OVSDB does.
 HOOK_MARGIN = 4.0
-
-
-def _write_in_place(path, data):
-    """Rewrite the hook file keeping its inode, owner and mode (VDSM re-reads it)."""
-    with open(path, "r+b") as f:
-        f.write(data)
-        f.truncate()
 
 
 def _read_doc(env, allow_interface=False):
@@ -69,7 +67,7 @@ def _read_doc(env, allow_interface=False):
 def _rewrite_file(path, doc, config, selection, logger):
     hookbase.rewrite_logged(doc, config, selection, logger)
     if doc.changed:
-        _write_in_place(path, doc.serialize())
+        hookbase.replace_hook_file(path, doc.serialize())
     return 0
 
 
@@ -129,6 +127,27 @@ def after_vm_destroy(env, config, logger):
     return _ovs(env, config, logger, "clear", allow_interface=False)
 
 
+def drop_unvalidated_qos(env, logger):
+    """on_error=continue at a validating hook point: take ``<bandwidth>`` off
+    the ``<interface>`` in the hook file (atomically), and say so.  A file
+    that cannot be read or parsed is left as it is (logged)."""
+    from .domxml import DomainDoc, read_limited
+    path = env.get("_hook_domxml")
+    try:
+        with open(path, "rb") as f:
+            doc = DomainDoc(read_limited(f, path), path, allow_interface=True)
+        removed = doc.remove_bandwidth()
+        if removed:
+            hookbase.replace_hook_file(path, doc.serialize())
+    except (OSError, TypeError, QosHooksError) as e:
+        logger.error("on_error=continue: could not remove the unvalidated QoS from %s: %s; "
+                     "the file goes on unchanged", path, e)
+        return
+    for label in removed:
+        logger.warning("on_error=continue: removed the <bandwidth> of %s, which could not "
+                       "be validated: the vNIC carries on without QoS", label)
+
+
 HANDLERS = {
     "before_vm_start": before_vm_start,
     "after_vm_start": after_vm_start,
@@ -146,9 +165,13 @@ def vdsm_main(hook_point, environ=None):
     """Entry point of a VDSM hook executable; returns the process exit code."""
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point, "vm": env.get("vmId")})
+
+    def on_failure(code):
+        if code == 0 and hook_point in VALIDATING:
+            drop_unvalidated_qos(env, logger)
     return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
                         environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
-                        margin=HOOK_MARGIN)
+                        margin=HOOK_MARGIN, on_failure=on_failure)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,7 +48,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -121,17 +120,12 @@ def parse_microseconds(text):
     a unit ``us``, ``ms``, ``s``.  Exact: ``1.5ms`` -> 1500, ``0.5us`` refused."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    m = re.match(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*$", str(text))
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*", str(text))
     if not m:
-        raise units.UnitError("not a delay: %r" % (text,),
+        raise units.UnitError("not a delay: %r" % (units.clip(text),),
                               allowed="whole microseconds, or a number with us, ms or s")
-    num = m.group(1)
     factor = {"us": 1, "ms": 1000, "s": 1000000, None: 1}[m.group(2)]
-    if "." in num:
-        whole, frac = num.split(".")
-        n, den = int(whole + frac), 10 ** len(frac)
-    else:
-        n, den = int(num), 1
+    n, den = units.parse_decimal(m.group(1))    # ASCII, at most units.MAX_DIGITS
     if (n * factor) % den:
         raise units.UnitError("%r is not a whole number of microseconds" % (text,),
                               allowed="whole microseconds")
@@ -240,8 +234,8 @@ def _number(net, path, value, key, fixes):
     elif isinstance(value, str):
         s = value.strip()
         try:
-            if re.match(r"^[0-9]+$", s):
-                v = int(s)
+            if re.fullmatch(r"[0-9]+", s):
+                v = units.parse_int(s)          # at most units.MAX_DIGITS
             elif key == "d":
                 v = parse_microseconds(s)
             elif key == "m2" and path.startswith("[out][ls]"):
@@ -434,7 +428,7 @@ def _vlan(attrs):
     if v in (None, ""):
         return None
     try:
-        return int(v)
+        return units.parse_int(v)
     except (TypeError, ValueError):
         return v
 
@@ -689,33 +683,14 @@ class State:
         return cls(path, dict(data.get("pending") or {}), dict(data.get("applied") or {}))
 
     def save(self):
-        """Write atomically: a temporary file in the same directory, fsync, rename."""
+        """Write atomically: a temporary file in the same directory, fsync,
+        rename (qos_hooks.fileio.write_atomic)."""
+        from .fileio import write_atomic
         d = os.path.dirname(self.path) or "."
         os.makedirs(d, mode=0o700, exist_ok=True)
         data = json.dumps({"version": STATE_VERSION, "pending": self.pending,
                            "applied": self.applied}, indent=1, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".hostnet-", dir=d)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+        write_atomic(self.path, data.encode("utf-8"), mode=0o600)
 
 
 class StateLock:
@@ -766,13 +741,6 @@ def _read_hook_json(env):
     return path, text, data["request"]
 
 
-def _write_in_place(path, text):
-    """Rewrite the hook file keeping its inode, owner and mode (VDSM re-reads it)."""
-    with open(path, "r+b") as f:
-        f.write(text.encode("utf-8"))
-        f.truncate()
-
-
 def before_network_setup(env, config, logger):
     path, text, request = _read_hook_json(env)
     decisions = decide(request.get("networks") or {}, config)
@@ -797,7 +765,7 @@ def before_network_setup(env, config, logger):
             st.pending = {d.network: _entry(d) for d in ovs}
             st.save()
     if new != text:
-        _write_in_place(path, new)
+        hookbase.replace_hook_file(path, new.encode("utf-8"))
     return 0
 
 
@@ -879,6 +847,40 @@ def after_network_setup_fail(env, config, logger):
     return 0
 
 
+def drop_unvalidated_host_qos(env, config, logger):
+    """on_error=continue in before_network_setup: take ``hostQos`` off every
+    network whose host QoS does not validate (byte-preserving edit, atomic
+    write), and say so; VDSM then sets those networks up without host QoS
+    instead of applying values nobody validated.  A file that cannot be read
+    is left as it is (logged)."""
+    try:
+        path, text, request = _read_hook_json(env)
+        networks = request.get("networks") or {}
+        bad = []
+        for net in sorted(networks) if isinstance(networks, dict) else ():
+            attrs = networks[net]
+            if not isinstance(attrs, dict) or "hostQos" not in attrs:
+                continue
+            try:
+                decide({net: attrs}, config)
+            except QosHooksError as e:
+                bad.append((net, e))
+        if not bad:
+            return
+        ed = JsonEditor(text)
+        for net, _ in bad:
+            ed.delete_member(ed.find(["request", "networks", net]), "hostQos")
+        hookbase.replace_hook_file(path, ed.result().encode("utf-8"))
+    except (OSError, ValueError, QosHooksError) as e:
+        logger.error("on_error=continue: could not remove the unvalidated hostQos: %s; "
+                     "the request goes on unchanged", e)
+        return
+    for net, e in bad:
+        logger.warning("on_error=continue: removed the hostQos of network %r, which could "
+                       "not be validated (%s): the network carries on without host QoS",
+                       net, e)
+
+
 HANDLERS = {HOOK_BEFORE: before_network_setup, HOOK_AFTER: after_network_setup,
             HOOK_AFTER_FAIL: after_network_setup_fail}
 
@@ -893,9 +895,18 @@ def vdsm_main(hook_point, environ=None):
     """
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point})
-    return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
-                        environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
-                        margin=HOOK_MARGIN)
+    loaded = {}
+
+    def handler(config):
+        loaded["config"] = config
+        return HANDLERS[hook_point](env, config, logger)
+
+    def on_failure(code):
+        # on_error=continue: carry on WITHOUT the host QoS that failed validation
+        if code == 0 and hook_point == HOOK_BEFORE and loaded.get("config") is not None:
+            drop_unvalidated_host_qos(env, loaded["config"], logger)
+    return hookbase.run(hook_point, handler, environ=env, logger=logger,
+                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure)
 
 
 # -- status -----------------------------------------------------------------------------

@@ -31,14 +31,19 @@ Everything installed is recorded, with its SHA-256, in
 ``/var/lib/qos-hooks/installed-files``; ``uninstall`` removes exactly those
 files (and the directories install created, once empty), keeps a config file
 the operator modified, and keeps any file whose content changed since install.
-Both commands are idempotent.  ``--root DIR`` stages everything below DIR.
+Both commands are idempotent.  ``--root DIR`` stages everything below DIR
+(created when missing) and never writes or deletes outside it: a symbolic link
+on the way from DIR to a target (``DIR/etc -> /elsewhere``) is refused, and
+every manifest path must be one install itself would write (absolute,
+normalised, no ``..``), or uninstall refuses to act at all.  A file that was
+already there with the same content (as an RPM leaves it) is not adopted:
+install says so, does not record it, and uninstall leaves it in place.
 """
 
 import hashlib
 import os
 import stat
 import sys
-import tempfile
 
 from .errors import PermissionDenied, QosHooksError, UsageError
 
@@ -187,7 +192,21 @@ def _refuse_qemu_hook(target):
 
 
 def _under(root, target):
+    """``target`` (an absolute host path) below ``root``, refusing anything
+    that could leave it: a path that is not absolute and normalised (``..``,
+    ``.``, ``//``), and, with a staging root other than ``/``, a symbolic
+    link anywhere between ``root`` and the target's directory."""
     _refuse_qemu_hook(target)
+    if not target.startswith("/") or os.path.normpath(target) != target or "\x00" in target:
+        raise UsageError("refusing path %r: not an absolute, normalised path" % target)
+    if root != "/":
+        p = root
+        for part in target.strip("/").split("/")[:-1]:
+            p = os.path.join(p, part)
+            if os.path.islink(p):
+                raise UsageError("refusing %s: %s is a symbolic link (install and uninstall "
+                                 "never follow links below --root %s)"
+                                 % (os.path.join(root, target.lstrip("/")), p, root))
     return os.path.join(root, target.lstrip("/"))
 
 
@@ -200,33 +219,36 @@ def _sha256(path):
 
 
 def _write_atomic(path, data, mode):
-    """Write ``path`` by rename: no reader ever sees a partial or non-executable hook.
+    """Write ``path`` by rename (qos_hooks.fileio.write_atomic): no reader ever
+    sees a partial or non-executable hook.
 
     The temporary file lives in the parent of the target's directory so VDSM
     (which runs every executable in a hook directory), libvirt (qemu.d) and sudo
     (sudoers.d) never see it.
     """
-    tmpdir = os.path.dirname(os.path.dirname(path))
-    fd, tmp = tempfile.mkstemp(prefix=".qos-hooks-", dir=tmpdir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            if os.geteuid() == 0:
-                os.fchown(f.fileno(), 0, 0)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .fileio import write_atomic
+    write_atomic(path, data, mode=mode, owner=(0, 0),
+                 tmp_dir=os.path.dirname(os.path.dirname(path)))
 
 
-def _read_manifest(root):
-    """{target: (kind, component, mode, sha256 or None)} from the manifest."""
+def known_paths(items=None):
+    """Every path install may write or create: the layout's targets, their
+    parent directories and the manifest."""
+    out = {MANIFEST}
+    for item in items if items is not None else layout():
+        p = item.target
+        while p not in ("/", ""):
+            out.add(p)
+            p = os.path.dirname(p)
+    return out
+
+
+def _read_manifest(root, known=None):
+    """{target: (kind, component, mode, sha256 or None)} from the manifest.
+
+    Every path must be one install writes (``known``): a manifest naming
+    anything else (``/etc/../root/x``, ``/etc/passwd``) is refused as a whole.
+    """
     path = _under(root, MANIFEST)
     entries = {}
     try:
@@ -241,6 +263,10 @@ def _read_manifest(root):
         if len(fields) != 5:
             raise QosHooksError("%s line %d: cannot parse %r" % (path, n, line))
         kind, component, mode, digest, target = fields
+        if (not target.startswith("/") or os.path.normpath(target) != target
+                or (known is not None and target not in known)):
+            raise QosHooksError("%s line %d: refusing path %r: not a path 'qos-hooks install' "
+                                "writes (nothing was removed)" % (path, n, target))
         entries[target] = (kind, component, int(mode, 8), None if digest == "-" else digest)
     return entries
 
@@ -267,7 +293,7 @@ def _components(args, default):
 
 
 def _say(verb, root, target):
-    print("%-10s %s" % (verb, _under(root, target) if root != "/" else target))
+    print("%-10s %s" % (verb, os.path.join(root, target.lstrip("/")) if root != "/" else target))
 
 
 def _permission(e):
@@ -315,11 +341,13 @@ def install(root="/", components=(VDSM, LIBVIRT), interpreter=None, source_root=
     """Install the chosen components (plus the common files) below ``root``."""
     interpreter = interpreter or sys.executable
     root = os.path.abspath(root)
-    items = [i for i in layout(source_root) if i.component in (COMMON,) + tuple(components)]
+    _ensure_root(root)
+    every = layout(source_root)
+    items = [i for i in every if i.component in (COMMON,) + tuple(components)]
     if LIBVIRT in components and not any(i.component == LIBVIRT for i in items):
         raise QosHooksError("this qos-hooks build has no libvirt qemu.d hook (%s)"
                             % SRC_LIBVIRT_HOOK)
-    manifest = _read_manifest(root)
+    manifest = _read_manifest(root, known_paths(every))
     _check_conflicts(root, items, manifest, interpreter)
     changed = False
     for item in items:
@@ -331,6 +359,9 @@ def install(root="/", components=(VDSM, LIBVIRT), interpreter=None, source_root=
         digest = hashlib.sha256(data).hexdigest()
         recorded = manifest.get(item.target)
         if os.path.lexists(dest):
+            if os.path.islink(dest):
+                _say("kept", root, item.target + " (a symbolic link, not followed or replaced)")
+                continue
             current = _sha256(dest) if os.path.isfile(dest) else None
             if item.kind == CONFIG_KIND:
                 if recorded is None and current != digest:
@@ -339,8 +370,14 @@ def install(root="/", components=(VDSM, LIBVIRT), interpreter=None, source_root=
                 if recorded is not None and current != recorded[3]:
                     _say("kept", root, item.target + " (modified, not replaced)")
                     continue
+            if recorded is None and current == digest:
+                # there already (an RPM, an earlier copy): not ours to adopt,
+                # so uninstall will leave it where it is
+                _say("kept", root, item.target + " (already there, not installed by "
+                     "'qos-hooks install': uninstall leaves it)")
+                continue
             if current == digest and stat.S_IMODE(os.stat(dest).st_mode) == item.mode:
-                if recorded is None or recorded[3] != digest:
+                if recorded[3] != digest:
                     manifest[item.target] = (item.kind, item.component, item.mode, digest)
                     changed = True
                 _say("unchanged", root, item.target)
@@ -362,7 +399,9 @@ def uninstall(root="/", components=(COMMON, VDSM, LIBVIRT)):
     component is left installed.
     """
     root = os.path.abspath(root)
-    manifest = _read_manifest(root)
+    if not os.path.isdir(root):
+        raise UsageError("--root %s: no such directory (nothing was installed there)" % root)
+    manifest = _read_manifest(root, known_paths())
     if not manifest:
         print("nothing to remove: %s lists nothing" % _under(root, MANIFEST))
         return 0
@@ -370,13 +409,15 @@ def uninstall(root="/", components=(COMMON, VDSM, LIBVIRT)):
     if not {c for (_, c, _, _) in manifest.values()} - components - {COMMON}:
         components.add(COMMON)            # nothing else needs the helper and config
     mine = [t for t, e in manifest.items() if e[1] in components]
+    for target in mine + [MANIFEST]:
+        _under(root, target)      # every path checked before anything is removed
     dirs = [t for t in mine if manifest[t][0] == DIR]
     for target in sorted(t for t in mine if manifest[t][0] != DIR):
         kind, _, _, digest = manifest.pop(target)
         dest = _under(root, target)
         if not os.path.lexists(dest):
             continue
-        if not os.path.isfile(dest) or _sha256(dest) != digest:
+        if os.path.islink(dest) or not os.path.isfile(dest) or _sha256(dest) != digest:
             why = "modified since install" if kind == CONFIG_KIND else \
                 "changed since install: check it and remove it by hand"
             _say("kept", root, "%s (%s)" % (target, why))
@@ -397,6 +438,20 @@ def uninstall(root="/", components=(COMMON, VDSM, LIBVIRT)):
         except OSError:
             _say("kept", root, target + "/ (not empty)")
     return 0
+
+
+def _ensure_root(root):
+    """The staging root: created when missing (an image build stages into a
+    fresh directory), refused when it is something else than a directory."""
+    if os.path.isdir(root):
+        return
+    if os.path.lexists(root):
+        raise UsageError("--root %s: not a directory" % root)
+    try:
+        os.makedirs(root, 0o755)
+    except OSError as e:
+        raise UsageError("--root %s: cannot create it: %s" % (root, e.strerror))
+    print("%-10s %s/" % ("created", root))
 
 
 def install_main(args):

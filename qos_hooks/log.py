@@ -6,6 +6,16 @@ or ``grep 'qos-hooks.*ERROR' /var/log/vdsm/vdsm.log`` finds it.  VDSM logs a
 hook's stderr; libvirt logs a qemu hook's stderr to the domain log; the CLI
 writes to stderr.
 
+Every line is ONE line: values that reach the log from a domain XML, the
+environment or a request (MAC, target dev, disk target, domain and profile
+names, vmId) can hold a newline or other control characters, and
+``<target dev='vda&#10;qos-hooks[1] ERROR forged'/>`` would otherwise print a
+forged log line.  :func:`escape` is applied here, in the logger, to every
+formatted message and to the context prefix -- not at each call site: a
+character that is not printable becomes ``\\n``, ``\\r``, ``\\t``,
+``\\xNN`` or ``\\uNNNN`` (a traceback, appended after the message, keeps
+its lines).
+
 Start-up cost matters here: ``before_vm_start`` runs in every VM start and
 importing :mod:`logging` (with traceback, linecache, tokenize, textwrap) costs
 about as much as the rest of the hook's imports together
@@ -35,8 +45,31 @@ def _level_number(level):
     return _LEVELS.get(str(level).upper(), 20)
 
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(c):
+    if c.isprintable():
+        return c
+    named = _NAMED.get(c)
+    if named:
+        return named
+    o = ord(c)
+    return "\\x%02x" % o if o < 0x100 else "\\u%04x" % o if o < 0x10000 else "\\U%08x" % o
+
+
+def escape(text):
+    """``text`` on one line, every non-printable character escaped (newline,
+    carriage return, escape sequences, U+2028, NEL ...).  The one escaping
+    function of the project's logging."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(_escape_char(c) for c in text)
+
+
 def _context_prefix(context):
-    ctx = " ".join("%s=%s" % (k, v) for k, v in (context or {}).items() if v)
+    ctx = " ".join("%s=%s" % (k, escape(v)) for k, v in (context or {}).items() if v)
     return ctx + ": " if ctx else ""
 
 
@@ -51,7 +84,7 @@ class LeanLogger:
             return
         if args:
             msg = msg % args
-        line = "qos-hooks[%d] %s %s%s\n" % (os.getpid(), levelname, self.ctx, msg)
+        line = "qos-hooks[%d] %s %s%s\n" % (os.getpid(), levelname, self.ctx, escape(msg))
         if exc_text:
             line += exc_text if exc_text.endswith("\n") else exc_text + "\n"
         stream = self._stream or sys.stderr
@@ -91,6 +124,9 @@ def _setup_real():
     class _ContextFilter(logging.Filter):
         def filter(self, record):
             record.qos_context = _state["ctx"]
+            # the message as one escaped line (escape); a traceback is
+            # appended by the formatter afterwards, unescaped
+            record.msg, record.args = escape(record.getMessage()), ()
             return True
 
     logger = logging.getLogger(LOGGER_NAME)

@@ -47,7 +47,7 @@ Every op renders as the ``ovs-vsctl`` command an operator could paste.
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from . import units
+from . import policy, units
 from .errors import InputError, PortRefused
 from .plan import BACKEND_OVSDB, Op, Plan, sh
 
@@ -255,6 +255,7 @@ def map_bandwidth(bw, label="interface"):
                 "(docs/ovs-mapping.md)" % (label, units.format_libvirt_rate(inb.peak),
                                           units.format_libvirt_burst(inb.burst) if inb.burst
                                           else "OVS minimum", units.format_libvirt_rate(inb.average)))
+    warnings.extend(policy.burst_warnings(bw, label))   # bursts below one MTU
     return OvsSettings(**kw), tuple(warnings)
 
 

@@ -70,6 +70,14 @@ ON_EXISTING_OVERRIDE = "override"
 BW_RATE_MIN, BW_RATE_MAX = 1, 2 ** 32 - 1      # KB/s
 # tc keeps the burst in bytes in 32 bits (iproute2 get_size); libvirt passes KiB
 BW_BURST_MIN, BW_BURST_MAX = 1, (2 ** 32 - 1) // 1024   # KiB (4194303)
+# A burst smaller than one full-size frame cannot pass that frame: an OVS
+# policer (and tc's) drops it, htb holds it back.  Open vSwitch
+# vswitchd/vswitch.xml, Interface column ingress_policing_burst: "The burst
+# size should be at least the size of the interface's MTU.  Specifying a
+# value that is numerically at least as large as 10% of
+# ingress_policing_rate helps TCP come closer to achieving the full rate."
+MTU_BYTES = 1500
+BW_BURST_MTU_MIN = -(-MTU_BYTES // 1024)       # KiB: 2, the smallest sane burst
 IOTUNE_MAX = 10 ** 15                          # qemu THROTTLE_VALUE_MAX
 CPU_PERIOD_MIN, CPU_PERIOD_MAX = 1000, 1000000
 CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1000, 17592186044415
@@ -276,6 +284,9 @@ def validate_rate(direction, rate, prefix=""):
             _check_range(k + f, v, BW_RATE_MIN, BW_RATE_MAX)
     if rate.burst is not None:
         _check_range(k + "burst", rate.burst, BW_BURST_MIN, BW_BURST_MAX)
+        why = burst_problem(direction, rate)
+        if why is not None:
+            raise Problem(k + "burst", rate.burst, why, _burst_allowed(rate))
     if rate.floor is not None and direction != "inbound":
         raise Problem(k + "floor", rate.floor,
                       "floor exists only for inbound traffic (libvirt)", "inbound.floor")
@@ -292,6 +303,36 @@ def validate_rate(direction, rate, prefix=""):
         raise Problem(k + "peak", rate.peak,
                       "peak (%d KB/s) is below average (%d KB/s)" % (rate.peak, rate.average),
                       "%d..%d, at least the average" % (rate.average, BW_RATE_MAX))
+
+
+def burst_problem(direction, rate):
+    """Why ``rate.burst`` cannot work (smaller than one MTU), or None."""
+    if rate.burst is None or rate.burst >= BW_BURST_MTU_MIN:
+        return None
+    what = ("the outbound policer drops every frame larger than it" if direction == "outbound"
+            else "the inbound shaper cannot pass a full-size frame at once")
+    return ("%s burst of %d KiB is below one MTU (%d bytes): %s"
+            % (direction, rate.burst, MTU_BYTES, what))
+
+
+def _burst_allowed(rate):
+    ideal = (rate.average or 0) // 10
+    return "%d..%d KiB, at least %d KiB (one %d-byte MTU)%s" % (
+        BW_BURST_MTU_MIN, BW_BURST_MAX, BW_BURST_MTU_MIN, MTU_BYTES,
+        "; for TCP ideally %d KiB or more (10%% of the rate, Open vSwitch vswitch.xml)"
+        % ideal if ideal > BW_BURST_MTU_MIN else "")
+
+
+def burst_warnings(bandwidth, label):
+    """Plan and dry-run warnings for bursts that cannot work, in a
+    ``<bandwidth>`` that was not validated here (written by someone else)."""
+    out = []
+    for d in DIRECTIONS:
+        rate = bandwidth.direction(d) if bandwidth is not None else None
+        why = burst_problem(d, rate) if rate is not None else None
+        if why is not None:
+            out.append("%s: %s (set %s.burst to %s)" % (label, why, d, _burst_allowed(rate)))
+    return out
 
 
 def _iotune_family(key):
@@ -419,7 +460,11 @@ def read_ini(text, path="<string>"):
     sections = []
     lines = {}
     current = None
-    for n, raw in enumerate(text.splitlines(), 1):
+    # lines end at \n only (a \r before it is stripped with the other
+    # whitespace): str.splitlines() would also end a line at U+2028, NEL,
+    # \v, \f and \x1c-\x1e, so "# off:<U+2028>default_profile = gold" would
+    # turn a comment into a setting and shift every later line number
+    for n, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
@@ -465,6 +510,8 @@ class _Located:
         self.path, self.lines = path, lines
 
     def error(self, section, key, value, message, allowed=None, profile=None):
+        if isinstance(value, str):
+            value = units.clip(value)     # a 5000-digit value is not echoed back
         return ConfigError(message, path=self.path,
                            line=self.lines.get((section, key), self.lines.get((section, None))),
                            profile=profile, key=key, value=value, allowed=allowed)
@@ -704,8 +751,9 @@ def _parse_settings(loc, section, items):
             kw["ovsdb"] = v
         elif key == "ovsdb_timeout":
             try:
-                t = float(v)
-            except ValueError:
+                num, den = units.parse_decimal(v)
+                t = num / den
+            except units.UnitError:
                 t = -1.0
             if not (0.1 <= t <= 60):
                 raise loc.error(section, key, raw, "out of range", "0.1..60 seconds")
@@ -728,7 +776,11 @@ def _parse_settings(loc, section, items):
                                 "DEBUG, INFO, WARNING, ERROR")
             extra.append((key, v))
         elif key == "host_cpus":
-            if not re.match(r"^[0-9]+$", v) or not 1 <= int(v) <= 65536:
+            try:
+                n = units.parse_int(v)
+            except units.UnitError:
+                n = 0
+            if not 1 <= n <= 65536:
                 raise loc.error(section, key, raw, "not a CPU count", "1..65536")
             extra.append((key, v))
         else:
@@ -742,19 +794,101 @@ def config_path(cli_path=None, environ=None):
     return cli_path or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
-def load_config(cli_path=None, environ=None, missing_ok=False):
-    """Load the config named by --config, $QOS_HOOKS_CONFIG or the default path."""
+# a policy file is a few KiB; reading stops one byte past this
+MAX_CONFIG_BYTES = 1024 * 1024
+
+_TRUST_HELP = ("owned by root and writable by nobody else, the file and the directory "
+               "holding it (chown root:root FILE DIR; chmod go-w FILE DIR)")
+
+
+def _writable_by_others(st):
+    """Why a file or directory with stat ``st`` is writable by someone other
+    than root, or None.  The rules of sudo (sudoers) and sshd (StrictModes):
+    the owner must be root, nobody else may write; a group may only when it is
+    root's group."""
+    import stat as _stat
+    if st.st_uid != 0:
+        return "owned by uid %d, not root" % st.st_uid
+    if st.st_mode & _stat.S_IWOTH:
+        return "writable by everyone (mode %04o)" % _stat.S_IMODE(st.st_mode)
+    if st.st_mode & _stat.S_IWGRP and st.st_gid != 0:
+        return "writable by group %d (mode %04o)" % (st.st_gid, _stat.S_IMODE(st.st_mode))
+    return None
+
+
+def check_trusted(path, st):
+    """Refuse a config that someone other than root could have written.
+
+    The root side (the root helper, the network hooks, the libvirt qemu hook)
+    takes the OVSDB remote and the failure policy from this file: a config a
+    vdsm-user process can write would point a root process at a socket of
+    that user's choosing.  ``st`` is the fstat of the open file.
+    """
+    why = _writable_by_others(st)
+    if why is None:
+        for d in {os.path.dirname(os.path.abspath(path)),
+                  os.path.dirname(os.path.realpath(path))}:
+            why = _writable_by_others(os.stat(d))
+            if why is not None:
+                why = "its directory %s is %s" % (d, why)
+                break
+    if why is not None:
+        raise ConfigError("refusing a config file that is not root's alone: %s "
+                          "(a process running as root takes its settings from it)" % why,
+                          path=path, allowed=_TRUST_HELP)
+
+
+def read_config_bytes(path, trusted=False):
+    """The bytes of the config file, read without ever blocking: a FIFO, a
+    device or a directory at the config path is refused (opened O_NONBLOCK,
+    checked with fstat before a single read), and reading stops at
+    MAX_CONFIG_BYTES.  ``trusted``: also refuse a file or directory that is
+    writable by anyone but root (check_trusted).  Raises FileNotFoundError
+    when there is no file, ConfigError for everything else."""
+    import stat as _stat
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
+    try:
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode):
+            raise ConfigError("not a regular file (a FIFO, socket, device or directory)",
+                              path=path, allowed="a regular file")
+        if trusted:
+            check_trusted(path, st)
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES:
+            b = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+    except OSError as e:
+        raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError("config file is larger than %d bytes" % MAX_CONFIG_BYTES, path=path)
+    return b"".join(chunks)
+
+
+def load_config(cli_path=None, environ=None, missing_ok=False, trusted=False):
+    """Load the config named by --config, $QOS_HOOKS_CONFIG or the default path.
+
+    ``trusted=True`` (the root side) refuses a file or directory that anyone
+    but root can write (check_trusted).
+    """
     path = config_path(cli_path, environ)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_config_bytes(path, trusted=trusted)
     except FileNotFoundError:
         if missing_ok and not cli_path:
             return Config(path=None)
         raise ConfigError("config file not found", path=path,
                           allowed="a readable file; see examples/qos-hooks.conf")
-    except OSError as e:
-        raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
     try:
         if data.startswith(b"\xef\xbb\xbf"):   # an editor's BOM is not a syntax error
             data = data[3:]

@@ -19,9 +19,9 @@ import os
 import signal
 import subprocess
 
-from .errors import (ApplyError, BackendTimeout, BackendUnavailable, EXIT_APPLY,
-                     EXIT_INPUT, EXIT_PERMISSION, EXIT_UNAVAILABLE, InputError,
-                     PermissionDenied, QosHooksError)
+from .errors import (ApplyError, BackendTimeout, BackendUnavailable, ConfigError,
+                     EXIT_APPLY, EXIT_CONFIG, EXIT_INPUT, EXIT_PERMISSION, EXIT_UNAVAILABLE,
+                     InputError, PermissionDenied, QosHooksError)
 
 HELPER_PATH = "/usr/libexec/qos-hooks/qos-hooks-helper"
 SUDO = "sudo"
@@ -54,6 +54,7 @@ def helper_argv(environ):
 
 
 _EXIT_ERRORS = {
+    EXIT_CONFIG: ConfigError,
     EXIT_INPUT: InputError,
     EXIT_UNAVAILABLE: BackendUnavailable,
     EXIT_APPLY: ApplyError,
@@ -79,7 +80,7 @@ def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False)
         _kill_group(proc)
         raise BackendTimeout("root helper %s did not finish within %.1fs: killed"
                              % (argv[-1], bound))
-    for line in err.decode("utf-8", "replace").splitlines():
+    for line in err.decode("utf-8", "replace").split("\n"):
         if line.strip():
             logger.info("helper: %s", line.rstrip())
     if proc.returncode == 0:

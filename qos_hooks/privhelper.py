@@ -18,16 +18,25 @@ The helper reads ONE request, JSON on stdin, at most ``MAX_REQUEST_BYTES``::
 
 Every field is checked: no unknown keys at any level, no duplicate keys, no
 floats, NaN or booleans where integers go, integers within libvirt's bounds
-(qos_hooks.policy), UUID, MAC and device-name formats.  Anything else is
-refused with exit code 4 before any OVSDB connection is made.  The OVSDB
-remote and timeout come from the helper's own configuration, never from the
-request; when run through sudo the configuration path is the fixed default
-(``$QOS_HOOKS_CONFIG`` is ignored if ``$SUDO_UID`` is set).  Nothing is ever
-passed to a shell.
+(qos_hooks.policy), UUID, MAC and device-name formats, each string matched
+as a whole (a trailing newline is refused), integers of at most 20 digits.
+Anything else is refused with exit code 4 before any OVSDB connection is
+made.  The OVSDB remote and timeout come from the helper's own
+configuration, never from the request; when run through sudo the
+configuration path is the fixed default (``$QOS_HOOKS_CONFIG`` is ignored if
+``$SUDO_UID`` is set), and a configuration file or directory that anyone but
+root can write is refused (exit 3), as sudo and sshd refuse theirs.  Nothing
+is ever passed to a shell.
 
-Exit codes (qos_hooks.errors): 0 done, 4 request refused, 5 OVSDB
-unavailable or timed out, 6 apply/verify failed, 8 not root, 1 internal
-error.  Messages go to stderr, one line each, and the calling hook copies
+Bound: the helper exits (code 5) at most ``ovsdb_timeout`` + 1 s after it
+starts, whatever it is blocked in: a watchdog thread is armed before the
+configuration is read (without blocking: a FIFO at its path is refused) and
+before the first byte of stdin, so a caller that keeps stdin open cannot
+keep a root process alive.
+
+Exit codes (qos_hooks.errors): 0 done, 3 configuration refused, 4 request
+refused, 5 OVSDB unavailable or timed out, 6 apply/verify failed, 8 not
+root, 1 internal error.  Messages go to stderr, one line each, and the calling hook copies
 them into its own log.
 """
 
@@ -36,6 +45,7 @@ import os
 import re
 import sys
 import threading
+import time
 
 from . import errors
 from . import log as _log
@@ -46,14 +56,22 @@ REQUEST_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_INTERFACES = 64
 ACTIONS = ("apply", "clear")
+# the helper's bound: ovsdb_timeout + this many seconds from its start,
+# reading stdin included (the OVSDB work itself is bounded by ovsdb_timeout)
+WATCHDOG_SLACK = 1.0
 
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                     r"[0-9a-fA-F]{12}$")
-MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-DEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# Every pattern is applied with fullmatch (_whole): with re.match and "$", a
+# trailing "\n" would pass ("$" also matches before a final newline) and end
+# up in external_ids.
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                     r"[0-9a-fA-F]{12}")
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+DEV_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 # libvirt domain names: no '/', no control characters (virDomainDefParse
 # rejects '/'); we also keep them short and printable for the logs.
-NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,200}$")
+NAME_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f/\u2028\u2029]{1,200}")
+# JSON integers: no bound in the request is longer than this
+MAX_INT_DIGITS = 20
 
 TOP_KEYS = {"version", "action", "domain", "libvirt_leftovers"}
 DOMAIN_KEYS = {"uuid", "name", "interfaces"}
@@ -84,7 +102,21 @@ def _bad_constant(name):
 
 
 def _bad_float(text):
-    _refuse(text, "floating point numbers are not allowed")
+    _refuse(text[:40], "floating point numbers are not allowed")
+
+
+def _bounded_int(text):
+    # json hands over the digits as written (ASCII only by the JSON grammar);
+    # bound them before int(), whose own limit raises a ValueError at 4300
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        _refuse("stdin", "integer with %d digits (at most %d)"
+                % (len(text.lstrip("-")), MAX_INT_DIGITS))
+    return int(text)
+
+
+def _whole(pattern, value):
+    """True when ``value`` is a str matched by ``pattern`` as a whole."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 def _keys(obj, allowed, required, where):
@@ -126,9 +158,9 @@ def _check_rate(direction, obj, where):
 def _check_interface(obj, where):
     _keys(obj, IFACE_KEYS, ("mac", "target_dev", "bandwidth"), where)
     mac, dev = obj["mac"], obj["target_dev"]
-    if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac)):
+    if mac is not None and not _whole(MAC_RE, mac):
         _refuse(where + ".mac", "not a MAC address (xx:xx:xx:xx:xx:xx)")
-    if dev is not None and (not isinstance(dev, str) or not DEV_RE.match(dev)):
+    if dev is not None and not _whole(DEV_RE, dev):
         _refuse(where + ".target_dev", "not a device name (1-15 of A-Z a-z 0-9 _ . -)")
     if mac is None and dev is None:
         _refuse(where, "needs a mac or a target_dev")
@@ -155,7 +187,7 @@ def parse_request(data):
         _refuse("stdin", "not UTF-8")
     try:
         obj = json.loads(text, object_pairs_hook=_no_dupes, parse_constant=_bad_constant,
-                         parse_float=_bad_float)
+                         parse_float=_bad_float, parse_int=_bounded_int)
     except RecursionError:
         _refuse("stdin", "nested too deeply")
     except ValueError as e:
@@ -176,10 +208,10 @@ def parse_request(data):
         _refuse("libvirt_leftovers", "only valid with action 'clear'")
     dom = obj["domain"]
     _keys(dom, DOMAIN_KEYS, ("uuid", "interfaces"), "domain")
-    if not isinstance(dom["uuid"], str) or not UUID_RE.match(dom["uuid"]):
+    if not _whole(UUID_RE, dom["uuid"]):
         _refuse("domain.uuid", "not a UUID")
     name = dom.get("name")
-    if name is not None and (not isinstance(name, str) or not NAME_RE.match(name)):
+    if name is not None and not (_whole(NAME_RE, name) and name.isprintable()):
         _refuse("domain.name", "not a valid domain name")
     ifaces = dom["interfaces"]
     if not isinstance(ifaces, list):
@@ -200,11 +232,12 @@ def build_request(action, dq, libvirt_leftovers=False):
 
 
 def helper_config(environ):
-    """The helper's configuration: never influenced by a sudo caller."""
+    """The helper's configuration: never influenced by a sudo caller, and
+    refused when anyone but root can write it (policy.check_trusted: exit 3).
+    Read without blocking (a FIFO at the path is refused, not waited on)."""
     if environ.get("SUDO_UID") is not None:
-        return policy.load_config(policy.DEFAULT_CONFIG_PATH, environ={}, missing_ok=True) \
-            if os.path.exists(policy.DEFAULT_CONFIG_PATH) else policy.Config(path=None)
-    return policy.load_config(environ=environ, missing_ok=True)
+        environ = {}        # the fixed default path
+    return policy.load_config(environ=environ, missing_ok=True, trusted=True)
 
 
 def execute(action, dq, options, config, logger):
@@ -220,11 +253,16 @@ def execute(action, dq, options, config, logger):
     return result
 
 
-def _watchdog(seconds, logger):
-    """Exit the process after ``seconds`` whatever the main thread is blocked in."""
+def _watchdog(seconds, logger, bound=None):
+    """Exit the process after ``seconds`` whatever the main thread is blocked in
+    (reading stdin from a caller that never closes it, an OVSDB that never
+    answers); ``bound`` is the whole bound the message names (default
+    ``seconds``)."""
+    bound = seconds if bound is None else bound
+
     def expire():
         try:
-            logger.error("helper bound of %.1fs exceeded: exiting", seconds)
+            logger.error("helper bound of %.1fs exceeded: exiting", bound)
         finally:
             os._exit(errors.EXIT_UNAVAILABLE)
     t = threading.Timer(seconds, expire)
@@ -238,17 +276,25 @@ def main(argv=None, stdin=None, environ=None):
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ
     logger = _log.setup({"helper": "qos-hooks-helper", "by": env.get("SUDO_USER")})
+    dog = None
     try:
         if argv:
             _refuse("argv", "the helper takes no arguments")
         if os.geteuid() != 0:
             raise PermissionDenied("qos-hooks-helper must run as root (through sudo -n; "
                                    "see sudoers/50_vdsm_hook_qos_hooks)")
+        # bounded from here on: the whole run, stdin included, ends within
+        # ovsdb_timeout + WATCHDOG_SLACK seconds of this point (the default
+        # timeout until the config has been read, without blocking)
+        start = time.monotonic()
+        dog = _watchdog(policy.DEFAULT_OVSDB_TIMEOUT + WATCHDOG_SLACK, logger)
+        config = helper_config(env)
+        dog.cancel()
+        bound = config.settings.ovsdb_timeout + WATCHDOG_SLACK
+        dog = _watchdog(max(0.0, start + bound - time.monotonic()), logger, bound)
         stream = stdin if stdin is not None else sys.stdin.buffer
         data = stream.read(MAX_REQUEST_BYTES + 1)
         action, dq, options = parse_request(data)
-        config = helper_config(env)
-        _watchdog(config.settings.ovsdb_timeout + 1.0, logger)
         execute(action, dq, options, config, logger)
         return 0
     except QosHooksError as e:
@@ -257,3 +303,6 @@ def main(argv=None, stdin=None, environ=None):
     except Exception:
         logger.exception("internal error")
         return errors.EXIT_INTERNAL
+    finally:
+        if dog is not None:      # done in time (main() may run in-process)
+            dog.cancel()

@@ -21,7 +21,7 @@ from ._record import replace
 from .domxml import DomainDoc
 from .plan import Plan, SetCpuTune, SetDiskIoTune, SetInterfaceBandwidth, SetVcpuLimit
 from .policy import (Bandwidth, ON_EXISTING_OVERRIDE, PROFILE_PROPERTY, DEFAULT_CPU_PERIOD,
-                     VCPU_LIMIT_MAX, VCPU_LIMIT_MIN, cpu_period_quota_for_limit,
+                     VCPU_LIMIT_MAX, VCPU_LIMIT_MIN, burst_warnings, cpu_period_quota_for_limit,
                      cpu_quota_for_limit)
 
 
@@ -74,6 +74,10 @@ def rewrite_interfaces(doc, config, selection, vm_profile, plan_ops, warnings):
             wanted = replace(wanted, inbound=None if inbound.is_empty() else inbound)
         existing = iface.bandwidth
         merged = merge_bandwidth(existing, wanted, profile.on_existing)
+        if not iface.on_ovs:
+            # a burst kept from the XML (on_existing=fill) was not validated
+            # here (the OVS plan flags it for interfaces on Open vSwitch)
+            warnings.extend(burst_warnings(merged, iface.label))
         if merged.is_empty() or merged == existing:
             continue
         doc.set_bandwidth(iface.index, merged)

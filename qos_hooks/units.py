@@ -29,7 +29,16 @@ LIBVIRT_BURST_BITS = 8192  # burst: kibibytes
 _SI = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12}
 _IEC = {"ki": 2 ** 10, "mi": 2 ** 20, "gi": 2 ** 30, "ti": 2 ** 40}
 
-_QTY = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z/]*)\s*$")
+_QTY = re.compile(r"\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z/]*)\s*")
+
+# Every number read from text (policy file, domain XML, hook JSON strings)
+# goes through parse_decimal / parse_int: ASCII digits only (Python's int()
+# and str.isdigit() also take '٤', '²', '５'), and at most MAX_DIGITS of them,
+# so a 5000-digit value is an input or config error with a location instead
+# of Python's "Exceeds the limit (4300 digits)" ValueError.  Every bound in
+# this project is below 10**20 (qemu's 1e15 is the largest).
+MAX_DIGITS = 20
+_DECIMAL = re.compile(r"(?P<sign>[-+]?)(?P<whole>[0-9]+)(?:\.(?P<frac>[0-9]+))?")
 
 
 class UnitError(ValueError):
@@ -40,18 +49,50 @@ class UnitError(ValueError):
         super().__init__(message)
 
 
+def parse_decimal(text, signed=False):
+    """The one parser of numbers written as text: ``[-]digits[.digits]`` in
+    ASCII, at most MAX_DIGITS digits; returns the exact fraction
+    ``(numerator, denominator)``.  Raises UnitError for anything else."""
+    s = text.strip() if isinstance(text, str) else None
+    m = _DECIMAL.fullmatch(s) if s is not None else None
+    if not m or (m.group("sign") and not signed) or m.group("sign") == "+":
+        raise UnitError("not a number: %r" % (clip(text),),
+                        allowed="ASCII digits 0-9%s" % (", optionally negative" if signed
+                                                        else ""))
+    whole, frac = m.group("whole"), m.group("frac") or ""
+    if len(whole) + len(frac) > MAX_DIGITS:
+        raise UnitError("number with %d digits is too long" % (len(whole) + len(frac)),
+                        allowed="at most %d digits" % MAX_DIGITS)
+    num = int(whole + frac)
+    return (-num if m.group("sign") == "-" else num), 10 ** len(frac)
+
+
+def parse_int(text, signed=False):
+    """A whole number written as text (ASCII digits, at most MAX_DIGITS)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    num, den = parse_decimal(text, signed)
+    if den != 1:
+        raise UnitError("not a whole number: %r" % (clip(text),), allowed="an integer")
+    return num
+
+
+def clip(text, limit=40):
+    """A value for an error message: bounded, so a 5000-digit input does not
+    become a 5000-character message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "...(%d characters)" % len(text)
+
+
 def _split(text):
     if isinstance(text, int) and not isinstance(text, bool):
         return text, 1, ""
     text = str(text)
-    m = _QTY.match(text)
+    m = _QTY.fullmatch(text)
     if not m:
-        raise UnitError("not a quantity: %r" % text)
-    num = m.group("num")
-    if "." in num:
-        whole, frac = num.split(".")
-        return int(whole + frac), 10 ** len(frac), m.group("unit")
-    return int(num), 1, m.group("unit")
+        raise UnitError("not a quantity: %r" % clip(text))
+    num, den = parse_decimal(m.group("num"))
+    return num, den, m.group("unit")
 
 
 def _prefix_factor(prefix):
@@ -169,9 +210,12 @@ def parse_count(text):
     s = str(text).strip()
     if s.endswith("%"):
         s = s[:-1].strip()
-    if not re.match(r"^-?[0-9]+$", s):
-        raise UnitError("not a whole number: %r" % (text,), allowed="an integer")
-    return int(s)
+    try:
+        return parse_int(s, signed=True)
+    except UnitError as e:
+        raise UnitError("not a whole number: %r" % (clip(text),),
+                        allowed="an integer" if e.allowed.startswith("ASCII")
+                        else e.allowed)
 
 
 # -- conversions (exact) ------------------------------------------------------

@@ -215,7 +215,7 @@ def test_refused_documents(data, message):
     except DomainXmlError as e:
         assert e.exit_code == EXIT_INPUT
         if message is None:
-            assert str(e) == "f.xml:1: <vcpu>: not an integer: 'two'"
+            assert str(e) == "f.xml:1: <vcpu>: not a non-negative integer: 'two'"
         else:
             assert str(e).startswith(message), str(e)
         assert "\n" not in str(e)
@@ -235,7 +235,7 @@ def test_bad_numbers_in_the_xml(snippet, message):
         doc = DomainDoc(b"<domain><cputune><quota>lots</quota></cputune></domain>", "f.xml")
         with pytest.raises(DomainXmlError) as e:
             doc.cputune()
-        assert str(e.value) == "f.xml: <cputune><quota>: not an integer: 'lots'"
+        assert str(e.value) == "f.xml:1: <cputune><quota>: not an integer: 'lots'"
         return
     doc = DomainDoc(b"<domain><devices>" + snippet + b"</devices></domain>", "f.xml")
     with pytest.raises(DomainXmlError) as e:

@@ -190,3 +190,113 @@ def test_deep_nesting():
 def test_undefined_entity():
     assert_input_error(dry_run(b'<domain type="kvm"><name>&ext;</name></domain>'),
                        "Entity 'ext' not defined")
+
+
+# -- numbers (issue 9 item 7): ASCII digits only, bounded length, exit 4 -----------
+
+BIG = "9" * 5000
+PLAIN = """<domain type="kvm">
+  <name>n1</name>
+  <uuid>6b1f9c1e-2f4a-4c3e-9a57-1d2f3b4c5d6e</uuid>
+  <vcpu>{vcpu}</vcpu>
+  <cputune><shares>{shares}</shares></cputune>
+  <devices>
+    <interface type="bridge">
+      <mac address="52:54:00:00:00:01"/>
+      <source bridge="br0"/>
+      <bandwidth><inbound average="{avg}"/></bandwidth>
+    </interface>
+    <disk type="file" device="disk">
+      <source file="/var/lib/a.img"/>
+      <target dev="vda" bus="virtio"/>
+      <iotune><total_iops_sec>{iops}</total_iops_sec></iotune>
+    </disk>
+  </devices>
+</domain>
+"""
+OVIRT = """<domain type="kvm" xmlns:ovirt-tune="http://ovirt.org/vm/tune/1.0">
+  <name>n2</name>
+  <metadata><ovirt-tune:qos><vcpuLimit>{limit}</vcpuLimit></ovirt-tune:qos></metadata>
+  <vcpu>2</vcpu>
+</domain>
+"""
+FINE = dict(vcpu="2", shares="1024", avg="1000", iops="100")
+
+
+def plain(**over):
+    return PLAIN.format(**dict(FINE, **over)).encode()
+
+
+@pytest.mark.parametrize("data,needle", [
+    (plain(avg=BIG), "<stdin>:10: <inbound average='9999999999"),
+    (plain(iops=BIG), "<stdin>:15: <iotune><total_iops_sec>9999"),
+    (plain(vcpu=BIG), "<stdin>:4: <vcpu>: number with 5000 digits"),
+    (plain(shares=BIG), "<stdin>:5: <cputune><shares>: number with 5000 digits"),
+    (OVIRT.format(limit=BIG).encode(), "<stdin>:3: <vcpuLimit>: number with 5000 digits"),
+    (plain(vcpu="\u0664"), "<stdin>:4: <vcpu>: not a non-negative integer: '\u0664'"),
+    (plain(avg="\u0661\u0660\u0660\u0660"), "<stdin>:10: <inbound average='\u0661\u0660\u0660\u0660'>: not a non-negative integer"),
+    (plain(iops="\u00b2"), "<stdin>:15: <iotune><total_iops_sec>\u00b2</total_iops_sec>: not a non-negative integer"),
+    (plain(shares="\uff11\uff10"), "<stdin>:5: <cputune><shares>: not a non-negative integer"),
+    (OVIRT.format(limit="\u00b2").encode(), "<stdin>:3: <vcpuLimit>: not a non-negative integer"),
+], ids=["big-attr", "big-iotune", "big-vcpu", "big-cputune", "big-vcpuLimit", "arabic-vcpu",
+        "arabic-average", "superscript-iops", "fullwidth-shares", "superscript-vcpuLimit"])
+def test_hostile_numbers_are_input_errors(data, needle):
+    """A 5000-digit number was Python's int-digits ValueError (exit 1, a
+    traceback); a non-ASCII digit was read as a number ('٤' -> 4) or crashed."""
+    line = assert_input_error(dry_run(data, "--profile", "gold"), needle)
+    assert len(line) < 400          # the 5000 digits are not echoed back
+    if "9999" in needle:
+        assert "5000 characters" in line and "at most 20 digits" in line
+
+
+# -- log forging (issue 9 item 9): values from the XML are escaped in the logger -------------
+
+FORGE = """<domain type="kvm">
+  <name>web01</name>
+  <uuid>6b1f9c1e-2f4a-4c3e-9a57-1d2f3b4c5d6e</uuid>
+  <vcpu>1</vcpu>
+  <devices>
+    <interface type="bridge">
+      <mac address="52:54:00:00:00:01"/>
+      <source bridge="br0"/>
+      <target dev="vnet0&#10;qos-hooks[1] ERROR forged by the tap name"/>
+    </interface>
+    <disk type="file" device="disk">
+      <source file="/var/lib/a.img"/>
+      <target dev="vda&#10;qos-hooks[1] ERROR forged&#13;&#x2028;&#x85;[2K" bus="virtio"/>
+    </disk>
+  </devices>
+</domain>
+"""
+
+
+def test_xml_values_cannot_forge_a_log_line(tmp_path):
+    """``<target dev='vda&#10;qos-hooks[1] ERROR forged'/>`` used to print a
+    line of its own in VDSM's log.  Every line the hook writes now starts
+    with its own pid, and the forged text stays inside an escaped value."""
+    import re
+    import subprocess
+    conf = tmp_path / "c.conf"
+    conf.write_text("[profile gold]\ninbound.average = 1000\ndisk.total_iops_sec = 100\n")
+    f = tmp_path / "dom.xml"
+    f.write_text(FORGE)
+    hook = os.path.join(os.path.dirname(CONF), "..", "hooks", "before_vm_start", "50_qos_hooks")
+    env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), _hook_domxml=str(f), qos_profile="gold",
+               QOS_HOOKS_LOG_LEVEL="DEBUG",
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p = subprocess.run([hook], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    err = p.stderr.decode("utf-8")
+    lines = err.split("\n")
+    assert lines[-1] == ""
+    pids = set()
+    for line in lines[:-1]:
+        m = re.match(r"qos-hooks\[(\d+)\] (DEBUG|INFO|WARNING|ERROR) hook=before_vm_start: ",
+                     line)
+        assert m, "a line the hook did not write: %r" % line
+        pids.add(m.group(1))
+        assert "\r" not in line and "\u2028" not in line and "\x85" not in line
+    assert len(pids) == 1 and pids != {"1"}
+    assert "vda\\nqos-hooks[1] ERROR forged\\r\\u2028\\x85[2K" in err
+    assert "vnet0\\nqos-hooks[1] ERROR forged by the tap name" in err

@@ -97,8 +97,13 @@ def run_file_hook(hook_point, text, env, tmp_path):
     p = subprocess.run([os.path.join(HOOKS, hook_point, "50_qos_hooks")], env=e, cwd="/",
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
     after = os.stat(path)
-    rewritten = (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size)
-    assert after.st_ino == before.st_ino   # rewritten in place, as VDSM expects
+    rewritten = (after.st_ino, after.st_mtime_ns, after.st_size) != \
+        (before.st_ino, before.st_mtime_ns, before.st_size)
+    # replaced by rename (VDSM re-reads the file by name), mode and owner kept,
+    # no temporary file left behind
+    assert (after.st_mode, after.st_uid, after.st_gid) == \
+        (before.st_mode, before.st_uid, before.st_gid)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".qos-hooks-")]
     return p.returncode, path.read_bytes().decode("utf-8"), p.stderr.decode(), rewritten
 
 
@@ -384,14 +389,22 @@ def test_after_hook_unreachable_ovsdb_continues_by_default(env):
 
 
 def test_on_error_continue_for_before_hook(env, tmp_path):
+    """continue means "carry on without QoS" (issue 9 item 11): the hostQos
+    that failed validation is taken out of the request (it used to pass
+    through to VDSM), the valid network keeps its own, and the log says so."""
     conf = tmp_path / "c2.conf"
     conf.write_text("[settings]\non_error.before_network_setup = continue\n")
     e = dict(env, QOS_HOOKS_CONFIG=str(conf))
-    req = engine_request({"v": {"nic": "e", "vlan": 2, "hostQos": engine_qos(None, 5)}})
+    req = engine_request({"v": {"nic": "e", "vlan": 2, "hostQos": engine_qos(None, 5)},
+                          "w": {"nic": "f", "hostQos": engine_qos(5, 10)}})
     res = run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
                        base_env=e)
-    assert res.rcs == (0,) and res.data == req
+    assert res.rcs == (0,)
+    want = json.loads(json.dumps(req))
+    del want["request"]["networks"]["v"]["hostQos"]
+    assert res.data == want
     assert "network 'v'" in res.stderr and "on_error=continue" in res.stderr
+    assert "removed the hostQos of network 'v', which could not be validated" in res.stderr
 
 
 def test_hook_without_hook_json_fails(env):

@@ -45,7 +45,9 @@ def rate_keys(draw, direction):
         if draw(st.booleans()):
             keys.append(("%s.peak" % direction, str(avg + draw(st.integers(0, 10 ** 6)))))
         if draw(st.booleans()):
-            keys.append(("%s.burst" % direction, str(draw(st.integers(1, 4194303)))))
+            # at least one MTU (issue 9 item 10)
+            burst = draw(st.integers(policy.BW_BURST_MTU_MIN, 4194303))
+            keys.append(("%s.burst" % direction, str(burst)))
     if floor:
         keys.append(("inbound.floor", str(draw(st.integers(1, 10 ** 6)))))
     return keys
