@@ -15,11 +15,13 @@ APT_PACKAGES=(
   python3-venv python3-dev gcc            # .venv/ from /usr/bin/python3; libvirt-python builds against it
   systemd                                 # systemd-analyze verify on the resync unit
   man-db groff-base                       # man --warnings renders the generated man page
+  prometheus tmux                         # a real Prometheus scrapes the metrics; top runs in a real terminal
   make
+  strace                                  # SIGKILL injected between the steps of an atomic write (test_hostile_hookfile)
 )
 TOOLS=(gcc ovsdb-server ovs-vswitchd ovs-vsctl ip ethtool iperf3 sudo libvirtd virsh
        virt-xml-validate xmllint qemu-system-x86_64 pkg-config rpmbuild rpmlint cpio make
-       systemd-analyze man groff)
+       systemd-analyze man groff strace prometheus promtool tmux)
 
 missing=()
 for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
