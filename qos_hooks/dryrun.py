@@ -60,9 +60,9 @@ def ovs_remote(args, config):
 
 
 def ovs_plan(doc, config, remote, timeout):
-    """The OVS part of the plan (qos_hooks.ovs_plan), read-only."""
-    from . import ovs_plan as op
-    return op.plan_domain(doc, config=config, remote=remote, timeout=timeout)
+    """The OVS part of the plan (qos_hooks.ovs_backend.plan_domain), read-only."""
+    from . import ovs_backend
+    return ovs_backend.plan_domain(doc, config=config, remote=remote, timeout=timeout)
 
 
 def build(args):

@@ -474,3 +474,27 @@ def _settings_dict(s):
     return {"ingress_policing_rate": s.policing_rate, "ingress_policing_burst": s.policing_burst,
             "qos.max-rate": s.qos_max_rate, "queue0.min-rate": s.queue_min_rate,
             "queue0.max-rate": s.queue_max_rate, "queue0.burst": s.queue_burst}
+
+
+def plan_domain(doc, *, config=None, remote=None, timeout=None):
+    """The OVS part of dry-run's plan for a (rewritten) DomainDoc.
+
+    It lives with the backend, not in the pure mapping (qos_hooks.ovs_plan),
+    because it reads OVSDB.
+
+    ``remote`` None: plan without reading OVSDB (a note says so).  Otherwise a
+    read-only snapshot of OVSDB is taken (bounded by ``timeout``) and the plan
+    is exactly what ``qos-hooks apply`` would execute against it now.
+    """
+    from . import desired
+    dq = desired.domain_qos(doc)
+    if not dq.interfaces:
+        return Plan()
+    if remote is None:
+        plan, _ = plan_apply(None, dq)
+        return plan
+    from . import ovsdb
+    t = timeout or (config.settings.ovsdb_timeout if config is not None else DEFAULT_OVSDB_TIMEOUT)
+    snap = ovsdb.read_snapshot(remote, t)
+    plan, _ = plan_apply(snap, dq, remote=remote)
+    return plan + Plan(notes=("OVSDB %s read (read-only) for this plan" % remote,))

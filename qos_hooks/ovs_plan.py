@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from . import policy, units
+from .difference import Difference
 from .errors import InputError, PortRefused
 from .plan import BACKEND_OVSDB, Op, Plan, sh
 
@@ -525,27 +526,6 @@ class PortOutcome:
     def to_dict(self):
         return {"mac": self.mac, "target_dev": self.target_dev, "port": self.port,
                 "action": self.action, "detail": self.detail}
-
-
-@dataclass(frozen=True)
-class Difference:
-    port: str
-    layer: str           # ovsdb | kernel
-    key: str
-    desired: object
-    actual: object
-    fatal: bool = True   # False: reported, not counted as drift (see docs)
-    note: str = ""
-
-    def __str__(self):
-        s = "%s %s %s: desired %s, actual %s" % (self.port, self.layer, self.key,
-                                                   self.desired, self.actual)
-        return s + (" (%s)" % self.note if self.note else "")
-
-    def to_dict(self):
-        return {"port": self.port, "layer": self.layer, "key": self.key,
-                "desired": self.desired, "actual": self.actual, "fatal": self.fatal,
-                "note": self.note}
 
 
 # -- resolving interfaces to ports ---------------------------------------------
@@ -1077,24 +1057,3 @@ def _dedupe(ops):
 
 
 # -- dry-run entry point ------------------------------------------------------------
-
-def plan_domain(doc, *, config=None, remote=None, timeout=None):
-    """The OVS part of dry-run's plan for a (rewritten) DomainDoc.
-
-    ``remote`` None: plan without reading OVSDB (a note says so).  Otherwise a
-    read-only snapshot of OVSDB is taken (bounded by ``timeout``) and the plan
-    is exactly what ``qos-hooks apply`` would execute against it now.
-    """
-    from . import desired
-    dq = desired.domain_qos(doc)
-    if not dq.interfaces:
-        return Plan()
-    if remote is None:
-        plan, _ = plan_apply(None, dq)
-        return plan
-    from . import ovsdb
-    from .policy import DEFAULT_OVSDB_TIMEOUT
-    t = timeout or (config.settings.ovsdb_timeout if config is not None else DEFAULT_OVSDB_TIMEOUT)
-    snap = ovsdb.read_snapshot(remote, t)
-    plan, _ = plan_apply(snap, dq, remote=remote)
-    return plan + Plan(notes=("OVSDB %s read (read-only) for this plan" % remote,))

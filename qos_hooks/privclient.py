@@ -22,6 +22,7 @@ import subprocess
 from .errors import (ApplyError, BackendTimeout, BackendUnavailable, ConfigError,
                      EXIT_APPLY, EXIT_CONFIG, EXIT_INPUT, EXIT_PERMISSION, EXIT_UNAVAILABLE,
                      InputError, PermissionDenied, QosHooksError)
+from .privproto import build_request
 
 HELPER_PATH = "/usr/libexec/qos-hooks/qos-hooks-helper"
 SUDO = "sudo"
@@ -64,7 +65,6 @@ _EXIT_ERRORS = {
 
 def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False):
     """Send one request to the root helper; raise the matching error on failure."""
-    from .privhelper import build_request
     argv = helper_argv(environ)
     request = build_request(action, dq, libvirt_leftovers=libvirt_leftovers)
     bound = timeout + HELPER_MARGIN
@@ -123,7 +123,8 @@ def ovs_apply(dq, config, environ, logger):
     timeout = config.settings.ovsdb_timeout
     if use_helper(environ):
         return run_helper("apply", dq, timeout=timeout, environ=environ, logger=logger)
-    return backend_apply(dq, config)
+    from . import privhelper      # already root: the helper's own backend call, in process
+    return privhelper.backend_apply(dq, config)
 
 
 def ovs_clear(dq, config, environ, logger, libvirt_leftovers=False):
@@ -131,19 +132,5 @@ def ovs_clear(dq, config, environ, logger, libvirt_leftovers=False):
     if use_helper(environ):
         return run_helper("clear", dq, timeout=timeout, environ=environ, logger=logger,
                           libvirt_leftovers=libvirt_leftovers)
-    return backend_clear(dq, config, logger, libvirt_leftovers=libvirt_leftovers)
-
-
-def backend_apply(dq, config):
-    """In-process OVS backend call (root), bounded by ``ovsdb_timeout``; the
-    backend logs its own warnings and verification differences."""
-    from . import ovs_backend
-    return ovs_backend.apply_domain(dq, remote=config.settings.ovsdb,
-                                    timeout=config.settings.ovsdb_timeout, verify=True)
-
-
-def backend_clear(dq, config, logger, libvirt_leftovers=False):
-    from . import ovs_backend
-    return ovs_backend.clear_domain(dq, remote=config.settings.ovsdb,
-                                    timeout=config.settings.ovsdb_timeout,
-                                    libvirt_leftovers=libvirt_leftovers)
+    from . import privhelper
+    return privhelper.backend_clear(dq, config, logger, libvirt_leftovers=libvirt_leftovers)

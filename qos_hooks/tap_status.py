@@ -57,7 +57,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .ovs_plan import Difference
+from .difference import Difference
 
 RATE_UNIT_BYTES = 1000      # libvirt rate unit, as tc reads "kbps": bytes/s
 BURST_UNIT_BYTES = 1024     # libvirt burst unit, as tc reads "kb": bytes

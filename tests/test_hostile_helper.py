@@ -21,8 +21,8 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from qos_hooks import privhelper
-from qos_hooks.privhelper import RequestError, parse_request
+from qos_hooks import privproto
+from qos_hooks.privproto import RequestError, parse_request
 from tests.ovs_sandbox import ovs_sandbox, require  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,10 +101,10 @@ def test_generated_requests_are_refused_or_whole(uuid, name, mac, dev, average, 
         assert len(msg) < 300           # a 6000-digit value is not echoed back
         return
     assert action == "apply"
-    assert privhelper.UUID_RE.fullmatch(dq.uuid) and dq.uuid == uuid.lower()
+    assert privproto.UUID_RE.fullmatch(dq.uuid) and dq.uuid == uuid.lower()
     i = dq.interfaces[0]
-    assert privhelper.MAC_RE.fullmatch(i.mac) and privhelper.DEV_RE.fullmatch(i.target_dev)
-    assert privhelper.NAME_RE.fullmatch(dq.name) and dq.name.isprintable()
+    assert privproto.MAC_RE.fullmatch(i.mac) and privproto.DEV_RE.fullmatch(i.target_dev)
+    assert privproto.NAME_RE.fullmatch(dq.name) and dq.name.isprintable()
     assert i.bandwidth.inbound.average < 2 ** 32
 
 

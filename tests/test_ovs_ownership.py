@@ -21,7 +21,8 @@ import sys
 
 import pytest
 
-from qos_hooks import ovs_backend, privhelper
+from qos_hooks import ovs_backend
+from qos_hooks import privproto
 from qos_hooks.desired import DomainQos, InterfaceQos
 from qos_hooks.errors import EXIT_PERMISSION, PortRefused
 from qos_hooks.ovs_plan import OWNER_KEY
@@ -180,7 +181,7 @@ def test_the_root_helper_exits_8_naming_the_port(rig, tmp_path, name):
         require("needs root: the helper refuses to run as another user")
     request, words = CASES[name]
     before = dump(rig)
-    p = subprocess.run([HELPER], input=privhelper.build_request("apply", request),
+    p = subprocess.run([HELPER], input=privproto.build_request("apply", request),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        env=_helper_env(tmp_path, rig.remote), timeout=TIMEOUT + 30)
     err = p.stderr.decode()

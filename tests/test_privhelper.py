@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from qos_hooks import privhelper
-from qos_hooks.privhelper import RequestError, parse_request
+from qos_hooks import privproto
+from qos_hooks.privproto import RequestError, parse_request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(REPO, "libexec", "qos-hooks-helper")
@@ -58,7 +59,7 @@ def test_good_request_round_trips():
     assert dq.interfaces[0].bandwidth.inbound.peak == 25000
     assert opts == {"libvirt_leftovers": False}
     # what the unprivileged side builds is what the helper accepts
-    again = parse_request(privhelper.build_request("clear", dq, libvirt_leftovers=True))
+    again = parse_request(privproto.build_request("clear", dq, libvirt_leftovers=True))
     assert again[0] == "clear" and again[1] == dq and again[2]["libvirt_leftovers"]
 
 
@@ -73,7 +74,7 @@ HOSTILE = {
     "empty": b"",
     "not utf-8": b"\xff\xfe{}",
     "json list": b"[1, 2]",
-    "too big": b'{"version": 1, "pad": "' + b"x" * (privhelper.MAX_REQUEST_BYTES + 10) + b'"}',
+    "too big": b'{"version": 1, "pad": "' + b"x" * (privproto.MAX_REQUEST_BYTES + 10) + b'"}',
     "NaN": b'{"version": NaN}',
     "deep nesting": b"[" * 100000 + b"]" * 100000,
     "duplicate key": (b'{"version": 1, "action": "apply", "action": "clear", '
@@ -167,8 +168,8 @@ def test_arbitrary_interfaces_are_validated(d):
     except RequestError:
         return
     i = dq.interfaces[0]
-    assert i.mac is None or privhelper.MAC_RE.match(i.mac)
-    assert i.target_dev is None or privhelper.DEV_RE.match(i.target_dev)
+    assert i.mac is None or privproto.MAC_RE.match(i.mac)
+    assert i.target_dev is None or privproto.DEV_RE.match(i.target_dev)
 
 
 # -- the executable -------------------------------------------------------------
