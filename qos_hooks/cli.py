@@ -33,9 +33,19 @@ start here:
 
 DRY_RUN_HELP = """\
 Show what the hooks would do to DOMAIN_XML, touching nothing: the rewritten
-domain XML as a unified diff, then the plan: every change that apply would make,
-in words and as the equivalent virsh / ovs-vsctl / tc commands.  With --ovsdb
-the plan is computed against the real OVSDB contents (read only)."""
+domain XML as a unified diff, then the plan: each step in words, the command
+that makes it ("made by:") and the equivalent virsh / ovs-vsctl commands.
+
+Who makes which step:
+  [domxml] <bandwidth>, <iotune>, <cputune>, oVirt vcpuLimit: the VDSM hook
+           before_vm_start (oVirt) or the libvirt qemu.d hook at migrate/restore
+           rewrite the XML; on a defined or running domain,
+           'qos-hooks set --persistent' / 'qos-hooks set --live'.
+  [ovsdb]  OVS QoS and policing: 'qos-hooks apply' (OVSDB steps only, no
+           --profile), the VDSM hook after_vm_start, the libvirt qemu.d hook at
+           'started', or 'qos-hooks set --live'.
+With --ovsdb the OVS steps are computed against the real OVSDB contents (read
+only)."""
 
 
 def _common_config(p):
