@@ -48,6 +48,12 @@ With --ovsdb the OVS steps are computed against the real OVSDB contents (read
 only)."""
 
 
+def _positive_int(text):
+    if not text.isdigit() or not 1 <= int(text) <= 65536:
+        raise argparse.ArgumentTypeError("%r is not a CPU count (allowed: 1..65536)" % text)
+    return int(text)
+
+
 def _common_config(p):
     p.add_argument("--config", metavar="FILE",
                    help="policy file (default: $QOS_HOOKS_CONFIG or "
@@ -72,6 +78,9 @@ def _args_dry_run(p):
     p.add_argument("--output", choices=("diff", "xml", "json"), default="diff",
                    help="diff: unified diff + plan (default); xml: only the rewritten XML; "
                         "json: the plan as JSON")
+    p.add_argument("--host-cpus", type=_positive_int, metavar="N",
+                   help="the hypervisor's CPU count, for CPU caps computed from cpu.limit "
+                        "(default: host_cpus in [settings], else this machine's CPU count)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour the diff (auto: when stdout is a terminal and NO_COLOR is unset)")
     _common_ovsdb(p)

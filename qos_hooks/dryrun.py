@@ -73,7 +73,15 @@ def build(args):
     data, source = read_input(args.domain_xml)
     doc = DomainDoc(data, source, allow_interface=True)
     selection = policy.Selection(cli_profile=args.profile)
-    plan = rewrite(doc, config, selection)
+    logger = log.get()
+    if logger.isEnabledFor(10):  # DEBUG: how the profile was chosen
+        meta = None if doc.is_interface_only else doc.vm_custom(policy.PROFILE_PROPERTY)
+        for step in selection.steps(config, meta, [
+                (i.label, doc.device_custom(i.mac, policy.PROFILE_PROPERTY))
+                for i in doc.interfaces()]):
+            logger.debug("profile selection: %s", step)
+    plan = rewrite(doc, config, selection, host_cpus=getattr(args, "host_cpus", None),
+                   host_cpus_source="--host-cpus")
     remote = ovs_remote(args, config)
     timeout = args.timeout or config.settings.ovsdb_timeout
     try:

@@ -794,6 +794,40 @@ class Selection(Record):
                 return config.profile(name, src), src
         return None, None
 
+    def steps(self, config, metadata_vm_profile, nic_properties=()):
+        """The selection, step by step, in words (``--log-level DEBUG`` shows them).
+
+        ``nic_properties``: [(vNIC label, its qos_profile custom property or None)].
+        """
+        out = ["config: %s" % (config.path or "none (no file found; built-in defaults)")]
+        chosen = None
+        for name, src in ((self.cli_profile, "--profile"),
+                          (self.env_vm_profile, "VM custom property %s (environment)"
+                           % PROFILE_PROPERTY),
+                          (metadata_vm_profile, "VM custom property %s (metadata)"
+                           % PROFILE_PROPERTY),
+                          (config.settings.default_profile, "default_profile")):
+            if chosen:
+                out.append("VM level: %s not consulted (%s wins)" % (src, chosen))
+            elif name:
+                chosen = src
+                out.append("VM level: %s = %r: chosen" % (src, name))
+            else:
+                out.append("VM level: %s: not set" % src)
+        if not chosen:
+            out.append("VM level: no profile (disks and CPU are left alone)")
+        for label, prop in nic_properties:
+            if self.env_nic_profile:
+                out.append("%s: vNIC custom property (environment) = %r: chosen"
+                           % (label, self.env_nic_profile))
+            elif prop:
+                out.append("%s: vNIC custom property %s = %r: chosen"
+                           % (label, PROFILE_PROPERTY, prop))
+            else:
+                out.append("%s: no vNIC custom property: %s" % (
+                    label, "the VM-level profile" if chosen else "no profile"))
+        return out
+
     def nic_profile(self, config, metadata_nic_profile, vm_profile):
         for name, src in ((self.env_nic_profile, "vNIC custom property %s (environment)"
                            % PROFILE_PROPERTY),
