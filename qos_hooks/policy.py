@@ -70,6 +70,17 @@ ON_EXISTING_OVERRIDE = "override"
 BW_RATE_MIN, BW_RATE_MAX = 1, 2 ** 32 - 1      # KB/s
 # tc keeps the burst in bytes in 32 bits (iproute2 get_size); libvirt passes KiB
 BW_BURST_MIN, BW_BURST_MAX = 1, (2 ** 32 - 1) // 1024   # KiB (4194303)
+# What the backends can store, checked at config time (a profile may end up on
+# an OVS port on any host).  Open vSwitch keeps linux-htb rates as bytes/s in
+# 32 bits (lib/netdev-linux.c, htb_parse_qdisc_details__/htb_setup_class__:
+# other_config max-rate/min-rate are bit/s divided by 8 into struct htb_class,
+# handed to tc_fill_rate's 32-bit tc_ratespec): (2^32-1)*8 bit/s = 34.36 Gbit/s,
+# that is 4294967 KB/s.  Interface ingress_policing_rate/burst are kbit and must
+# stay under 2^32: average*8 and burst*8, so 536870911 KB/s.
+OVS_UINT32_MAX = 2 ** 32 - 1
+OVS_HTB_RATE_MAX = OVS_UINT32_MAX * 8 // 8000          # KB/s (4294967)
+OVS_POLICING_RATE_MAX = OVS_UINT32_MAX // 8            # KB/s (536870911)
+OVS_POLICING_BURST_MAX = OVS_UINT32_MAX // 8           # KiB (above BW_BURST_MAX)
 IOTUNE_MAX = 10 ** 15                          # qemu THROTTLE_VALUE_MAX
 CPU_PERIOD_MIN, CPU_PERIOD_MAX = 1000, 1000000
 CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1000, 17592186044415
@@ -78,6 +89,12 @@ CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1000, 17592186044415
 CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 10000
 VCPU_LIMIT_MIN, VCPU_LIMIT_MAX = 1, 100
 DEFAULT_CPU_PERIOD = 100000                    # MOM and libvirt default
+
+# libvirt 9.0 domaincommon.rng, define "diskTarget": <target bus=...> values
+# (src/conf/domain_conf.h virDomainDiskBus); 'uml' is obsolete but still valid
+DISK_BUSES = ("ide", "fdc", "scsi", "virtio", "xen", "usb", "uml", "sata", "sd")
+# libvirt 9.0 domaincommon.rng, define "diskTargetDev": (fd|hd|sd|vd|xvd|ubd)[a-zA-Z0-9_]+
+DISK_TARGET_PREFIXES = ("fd", "hd", "sd", "vd", "xvd", "ubd")
 
 DIRECTIONS = ("inbound", "outbound")
 RATE_FIELDS = ("average", "peak", "burst", "floor")
@@ -292,6 +309,28 @@ def validate_rate(direction, rate, prefix=""):
         raise Problem(k + "peak", rate.peak,
                       "peak (%d KB/s) is below average (%d KB/s)" % (rate.peak, rate.average),
                       "%d..%d, at least the average" % (rate.average, BW_RATE_MAX))
+
+
+def validate_backend_limits(direction, rate, prefix=""):
+    """Bounds of what Open vSwitch can store (see OVS_HTB_RATE_MAX): the
+    inbound average/peak become linux-htb min-rate/max-rate, the outbound
+    average and burst become the Interface policing columns."""
+    k = prefix + direction + "."
+    if direction == "inbound":
+        for f in ("average", "peak"):
+            v = getattr(rate, f)
+            if v is not None and v > OVS_HTB_RATE_MAX:
+                raise Problem(k + f, v, "%s is above what Open vSwitch linux-htb can store "
+                              "(rates are bytes/s in 32 bits: at most %s)"
+                              % (units.format_libvirt_rate(v),
+                                 units.format_libvirt_rate(OVS_HTB_RATE_MAX)),
+                              "%d..%d KB/s (up to 34.359Gbit/s)" % (BW_RATE_MIN, OVS_HTB_RATE_MAX))
+    else:
+        if rate.average is not None and rate.average > OVS_POLICING_RATE_MAX:
+            raise Problem(k + "average", rate.average,
+                          "%s is above what Open vSwitch ingress_policing_rate can store "
+                          "(kbit/s in 32 bits)" % units.format_libvirt_rate(rate.average),
+                          "%d..%d KB/s" % (BW_RATE_MIN, OVS_POLICING_RATE_MAX))
 
 
 def _iotune_family(key):
@@ -566,6 +605,7 @@ def _parse_profile(loc, section, name, items, host_keys):
             keymap = {"%s.%s" % (d, f): k for f, (_, k) in rates[d].items()}
             try:
                 validate_rate(d, rate)
+                validate_backend_limits(d, rate)
             except Problem as p:
                 raise located(p, keymap)
             bw[d] = rate
@@ -583,7 +623,42 @@ def _parse_profile(loc, section, name, items, host_keys):
                    iotune=io, cpu=cput, host=tuple(host))
 
 
+def check_disk_selector(sel, val):
+    """Problem for a ``[profile NAME disk bus=BUS|target=GLOB]`` selector that can
+    match no libvirt disk (a typo would otherwise pass silently)."""
+    if sel == "bus":
+        if val in DISK_BUSES:
+            return None
+        hint = ""
+        if val.lower() in DISK_BUSES:
+            hint = ": libvirt bus names are lower case, write bus=%s" % val.lower()
+        else:
+            import difflib
+            close = difflib.get_close_matches(val.lower(), DISK_BUSES, 1, 0.6)
+            if close:
+                hint = ": did you mean bus=%s?" % close[0]
+            elif val.rstrip("0123456789") != val or val.startswith(("nvme", "vd", "sd", "hd")):
+                hint = (": bus= is the <target bus=...> attribute, not a device name "
+                        "(for device names use target=GLOB)")
+        return Problem("bus", val, "%r is not a libvirt disk bus%s" % (val, hint),
+                       ", ".join(DISK_BUSES))
+    if "/" in val:
+        return Problem("target", val, "target= is the disk's <target dev=...> name as libvirt "
+                       "writes it, not a /dev path: write target=%s" % val.rsplit("/", 1)[-1],
+                       "a glob over target names such as vdb, sd[b-z], vd*")
+    lit = re.match(r"[^*?\[]*", val).group(0)
+    if not any(lit.startswith(p) or p.startswith(lit) for p in DISK_TARGET_PREFIXES):
+        return Problem("target", val, "%r can match no libvirt disk target name (libvirt "
+                       "target names start with %s)" % (val, ", ".join(DISK_TARGET_PREFIXES)),
+                       "a glob over target names such as vdb, sd[b-z], vd*")
+    return None
+
+
 def _parse_disk_rule(loc, section, name, items, sel, val):
+    bad = check_disk_selector(sel, val)
+    if bad is not None:
+        raise loc.error(section, None, None, "[%s]: %s" % (section, bad.message), bad.allowed,
+                        name)
     iotune = {}
     for key, raw in items:
         k = key[len("disk."):] if key.startswith("disk.") else key
