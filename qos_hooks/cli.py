@@ -60,9 +60,23 @@ def _common_config(p):
                         "/etc/qos-hooks/qos-hooks.conf)")
 
 
+def ovsdb_remote(text):
+    """--ovsdb: an OVSDB remote; a bare path means the unix socket at that path."""
+    import re
+    if text.startswith("/"):
+        return "unix:" + text
+    if not re.match(r"^(unix|tcp|ssl):.", text):
+        raise argparse.ArgumentTypeError(
+            "%r is not an OVSDB remote: write unix:PATH (or just the socket's /PATH), "
+            "tcp:IP:PORT or ssl:IP:PORT, e.g. unix:/run/openvswitch/db.sock or "
+            "tcp:127.0.0.1:6640" % text)
+    return text
+
+
 def _common_ovsdb(p):
-    p.add_argument("--ovsdb", metavar="REMOTE",
-                   help="OVSDB remote, e.g. unix:/run/openvswitch/db.sock or tcp:127.0.0.1:6640 "
+    p.add_argument("--ovsdb", metavar="REMOTE", type=ovsdb_remote,
+                   help="OVSDB remote, e.g. unix:/run/openvswitch/db.sock (or just the socket "
+                        "path), tcp:127.0.0.1:6640 "
                         "(default: 'ovsdb' in [settings], else unix:/run/openvswitch/db.sock)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="bound on the whole OVSDB operation (default: 'ovsdb_timeout' in "
@@ -203,6 +217,20 @@ COMMANDS = (
 )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _SubParser(argparse.ArgumentParser):
+    """A subcommand's parser: usage errors that come from a habit get a hint."""
+
+    def error(self, message):
+        if self.prog.endswith(" set") and "--config" in message:
+            message += ("; note: in qos-hooks --config FILE is the policy file "
+                        "(qos-hooks.conf); virsh's --config (change the persistent "
+                        "definition) is --persistent here")
+        super().error(message)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="qos-hooks",
@@ -210,14 +238,19 @@ def build_parser():
                     "disk I/O and CPU caps, applied on Linux bridges and Open vSwitch.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="qos-hooks " + __version__)
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="log verbosity on stderr (default: $QOS_HOOKS_LOG_LEVEL or INFO)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
+                        help="log verbosity on stderr (default: $QOS_HOOKS_LOG_LEVEL or INFO); "
+                             "also accepted after the command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
     sub.required = True
     for name, handler, short, desc, builder in COMMANDS:
         p = sub.add_parser(name, help=short, description=desc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         builder(p)
+        # the same option after the command; SUPPRESS keeps a value given before it
+        p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
+                       default=argparse.SUPPRESS,
+                       help="log verbosity on stderr (as before the command)")
         p.set_defaults(handler=handler)
     return parser
 

@@ -708,6 +708,15 @@ def parse_config(text, path="<string>"):
             settings = _parse_settings(loc, section, items)
             continue
         m = _PROFILE_RE.match(section)
+        if not m and section.split()[0] == "profile" and len(section.split()) > 2 \
+                and section.split()[2] != "disk":
+            words = section.split()
+            raise loc.error(section, None, None,
+                            "[%s]: a profile name cannot contain spaces (this reads as profile "
+                            "%r followed by %r); write [profile %s]"
+                            % (section, words[1], " ".join(words[2:]), "_".join(words[1:])),
+                            "[profile NAME] with NAME of letters, digits, '_', '.', '-'; "
+                            "[profile NAME disk bus=BUS]; [profile NAME disk target=GLOB]")
         if not m:
             raise loc.error(section, None, None, "unknown section [%s]" % section,
                             "[settings], [profile NAME], [profile NAME disk bus=BUS], "
