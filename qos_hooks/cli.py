@@ -143,6 +143,9 @@ def _args_status(p):
     p.add_argument("--netns", metavar="NAME",
                    help="network namespace holding the port and tap devices, for the kernel "
                         "read-back (default: this process's; tests run OVS in a namespace)")
+    p.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI for the view without Open vSwitch (default: "
+                        "$LIBVIRT_DEFAULT_URI, else qemu:///system; read-only)")
     p.add_argument("domain_xml", metavar="DOMAIN_XML", nargs="?",
                    help="compare against this domain's desired QoS, OVS ports and the tc "
                         "libvirt put on its other taps (Linux bridge) (default: every port "
@@ -192,12 +195,16 @@ COMMANDS = (
      "Rows created by libvirt or Neutron are never touched.", _args_clear),
     ("gc", "qos_hooks.ovs_commands:gc_main", "remove orphaned QoS rows",
      "Remove QoS/Queue rows owned by qos-hooks whose port no longer exists.", _args_gc),
-    ("status", "qos_hooks.ovs_commands:status_main",
+    ("status", "qos_hooks.status_cmd:status_main",
      "desired versus actual QoS per port; non-zero on drift",
      "For every port: desired QoS, what OVSDB holds, what the kernel holds; drift is "
      "marked and makes the exit code 7. With DOMAIN_XML, the domain's taps that are not "
      "on Open vSwitch (Linux bridge) are compared too: the tc htb and ingress qdisc "
-     "libvirt puts on them. A domain without OVS interfaces needs no OVSDB.", _args_status),
+     "libvirt puts on them. A domain without OVS interfaces needs no OVSDB. On a host "
+     "without Open vSwitch (no OVSDB socket, no --ovsdb) the host-wide view is the tc "
+     "libvirt put on the taps of the running domains, read through the libvirt API "
+     "(--connect); exit 0 unless something drifted. --json always prints one document, "
+     "with 'error' and 'exit_code' in it when the command failed.", _args_status),
     ("resync", "qos_hooks.hostnet:resync_main",
      "re-apply remembered host network QoS on OVS (after an ovs-vswitchd restart)",
      "Re-apply the host network QoS that the last setupNetworks left on the OVS switch "
