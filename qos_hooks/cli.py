@@ -9,6 +9,7 @@ turned into one line on stderr and their documented exit code.
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -24,12 +25,30 @@ exit codes:
 
 files and environment:
   /etc/qos-hooks/qos-hooks.conf   profiles and settings (override: --config or
-                                  $QOS_HOOKS_CONFIG); see examples/qos-hooks.conf
+                                  $QOS_HOOKS_CONFIG); the example config and
+                                  domains are in %(examples)s
   QOS_HOOKS_LOG_LEVEL             DEBUG, INFO (default), WARNING, ERROR
 
 start here:
-  qos-hooks dry-run --config examples/qos-hooks.conf examples/ovirt-guest.xml
+  qos-hooks dry-run --example     the shipped example, from any directory: the same as
+  qos-hooks dry-run --config %(conf)s \\
+                    %(xml)s
 """
+
+# where the examples are when the man page is generated (not this checkout's path)
+EXAMPLES_DOC = ("/usr/share/doc/qos-hooks/examples (RPM) or <site-packages>/qos_hooks/data/"
+                "examples (pip)")
+
+
+def epilog(examples_dir=None):
+    from . import examples
+    d = examples_dir or examples.directory()
+    if d is None:
+        return EPILOG % {"examples": EXAMPLES_DOC, "conf": "EXAMPLES/qos-hooks.conf",
+                         "xml": "EXAMPLES/ovirt-guest.xml"}
+    return EPILOG % {"examples": d, "conf": os.path.join(d, examples.CONFIG),
+                     "xml": os.path.join(d, examples.DOMAIN)}
+
 
 DRY_RUN_HELP = """\
 Show what the hooks would do to DOMAIN_XML, touching nothing: the rewritten
@@ -98,7 +117,11 @@ def _args_dry_run(p):
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour the diff (auto: when stdout is a terminal and NO_COLOR is unset)")
     _common_ovsdb(p)
-    p.add_argument("domain_xml", metavar="DOMAIN_XML", help="domain XML file, or - for stdin")
+    p.add_argument("--example", action="store_true",
+                   help="run the example shipped with this install (its qos-hooks.conf and "
+                        "ovirt-guest.xml, unless --config / DOMAIN_XML name others)")
+    p.add_argument("domain_xml", metavar="DOMAIN_XML", nargs="?",
+                   help="domain XML file, or - for stdin (optional with --example)")
 
 
 def _args_apply(p):
@@ -238,12 +261,17 @@ class _SubParser(argparse.ArgumentParser):
         super().error(message)
 
 
-def build_parser():
+def build_parser(examples_dir=None, for_manpage=False):
+    """The whole CLI.  ``for_manpage``: name the examples' documented install
+    locations instead of this install's (the committed man page is one file)."""
     parser = argparse.ArgumentParser(
         prog="qos-hooks",
         description="Quality of service for libvirt and oVirt VMs: network bandwidth, "
                     "disk I/O and CPU caps, applied on Linux bridges and Open vSwitch.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=(EPILOG % {"examples": EXAMPLES_DOC, "conf": "EXAMPLES/qos-hooks.conf",
+                          "xml": "EXAMPLES/ovirt-guest.xml"}) if for_manpage
+        else epilog(examples_dir),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="qos-hooks " + __version__)
     parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
                         help="log verbosity on stderr (default: $QOS_HOOKS_LOG_LEVEL or INFO); "
@@ -262,6 +290,13 @@ def build_parser():
     return parser
 
 
+def _subparser(parser, name):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
 def _resolve(handler):
     mod, func = handler.split(":")
     return getattr(importlib.import_module(mod), func)
@@ -270,6 +305,12 @@ def _resolve(handler):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "dry-run" and args.domain_xml is None and not args.example:
+        from . import examples
+        d = examples.directory()
+        _subparser(parser, "dry-run").error(
+            "DOMAIN_XML is required (a file, or - for stdin); 'qos-hooks dry-run --example' "
+            "runs the shipped example%s" % (" (%s)" % d if d else ""))
     from . import log
     logger = log.setup({"cmd": args.command}, level=args.log_level)
     try:

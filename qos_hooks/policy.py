@@ -835,8 +835,9 @@ def load_config(cli_path=None, environ=None, missing_ok=False):
     except FileNotFoundError:
         if missing_ok and not cli_path:
             return Config(path=None)
+        from . import examples
         raise ConfigError("config file not found", path=path,
-                          allowed="a readable file; see examples/qos-hooks.conf")
+                          allowed="a readable file; %s" % examples.hint())
     except OSError as e:
         raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
     try:

@@ -151,8 +151,9 @@ def test_config_from_environment_and_cli_precedence(tmp_path):
 def test_missing_config(tmp_path):
     missing = str(tmp_path / "nope.conf")
     line = one_line_error(run_cli("dry-run", "--config", missing, OVIRT), EXIT_CONFIG)
+    # the hint names the example config of this install (here: the checkout's)
     assert line.endswith("ERROR cmd=dry-run: %s: config file not found (allowed: a readable "
-                         "file; see examples/qos-hooks.conf)" % missing)
+                         "file; see the example %s)" % (missing, CONF))
 
 
 def test_bad_config_value(tmp_path):

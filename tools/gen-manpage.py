@@ -104,7 +104,7 @@ def _subcommands(parser):
 
 
 def render(parser=None, date=None):
-    parser = parser or build_parser()
+    parser = parser or build_parser(for_manpage=True)
     prog = parser.prog
     date = date or datetime.date.today().isoformat()
     out = [
