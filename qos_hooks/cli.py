@@ -36,8 +36,7 @@ start here:
 """
 
 # where the examples are when the man page is generated (not this checkout's path)
-EXAMPLES_DOC = ("/usr/share/doc/qos-hooks/examples (RPM) or <site-packages>/qos_hooks/data/"
-                "examples (pip)")
+EXAMPLES_DOC = "the directories listed under FILES"
 
 
 def epilog(examples_dir=None):
