@@ -50,6 +50,13 @@ def layout():
 
 
 def _requirements(base):
+    return _tool_requirements() or ul.unusable_reason(
+        # the hooks run the system python3 (VDSM's interpreter), as vdsm
+        VDSM_UID, VDSM_GID, ul.SYSTEM_PYTHON, os.path.join(base, "lib"),
+        ["lxml.etree", "qos_hooks.hooks"])
+
+
+def _tool_requirements():
     if os.geteuid() != 0:
         return "needs root (mount namespaces, overlays, setpriv)"
     for tool in ("sudo", "setpriv", "unshare", "mount"):
@@ -63,10 +70,7 @@ def _requirements(base):
         pwd.getpwuid(VDSM_UID)
         return "uid %d already exists on this host" % VDSM_UID
     except KeyError:
-        pass
-    # the hooks run the system python3 (VDSM's interpreter), as vdsm
-    return ul.unusable_reason(VDSM_UID, VDSM_GID, ul.SYSTEM_PYTHON,
-                              os.path.join(base, "lib"), ["lxml.etree", "qos_hooks.hooks"])
+        return None
 
 
 @pytest.fixture
@@ -184,8 +188,8 @@ def test_privilege_drop_tests_pass_from_a_0700_checkout(tmp_path):
     with CI=true so that a skip would count as a failure."""
     if os.environ.get("QOS_HOOKS_IN_PRIVATE_CHECKOUT"):
         pytest.skip("already inside the private checkout")  # no recursion
-    reason = _requirements(REPO) if os.geteuid() == 0 else "needs root"
-    if reason and "cannot import" not in reason:
+    reason = _tool_requirements()
+    if reason:
         require(reason)
     if shutil.which("git") is None:
         require("needs git to clone the checkout")
