@@ -241,9 +241,10 @@ def rewrite(doc: DomainDoc, config, selection, host_cpus=None, host_cpus_source=
     if profile is not None and not doc.is_interface_only:
         rewrite_disks(doc, profile, ops, warnings, notes)
         n, src = host_cpus_and_source(config, host_cpus)
-        if host_cpus and not host_cpus_source:
-            src = ""   # a caller's own count: it knows where it came from
-        rewrite_cpu(doc, profile, n, ops, warnings, host_cpus_source or src)
+        if host_cpus:
+            # a caller's own count: it names where it came from, or nothing
+            src = host_cpus_source or ""
+        rewrite_cpu(doc, profile, n, ops, warnings, src)
     if not ops:
         notes.extend(_why_nothing(doc, config, selection, vm_profile, nic_profiles))
     return Plan(ops=tuple(ops), warnings=tuple(warnings), notes=tuple(notes))
