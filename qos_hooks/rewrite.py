@@ -34,10 +34,9 @@ def host_cpus_and_source(config, cli_host_cpus=None):
     for k, v in config.settings.extra:
         if k == "host_cpus" and v.isdigit() and int(v) > 0:
             return int(v), "host_cpus in [settings]"
-    import socket
     return (os.cpu_count() or 1), ("os.cpu_count() of %s, the machine this ran on (for "
                                    "another hypervisor: --host-cpus N or host_cpus in "
-                                   "[settings])" % socket.gethostname())
+                                   "[settings])" % os.uname().nodename)
 
 
 def host_cpu_count(config):
@@ -240,6 +239,7 @@ def rewrite(doc: DomainDoc, config, selection, host_cpus=None, host_cpus_source=
     profile = vm_profile[0]
     if profile is not None and not doc.is_interface_only:
         rewrite_disks(doc, profile, ops, warnings, notes)
+    if profile is not None and not doc.is_interface_only and not profile.cpu.is_empty():
         n, src = host_cpus_and_source(config, host_cpus)
         if host_cpus:
             # a caller's own count: it names where it came from, or nothing
