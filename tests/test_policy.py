@@ -293,7 +293,7 @@ def test_disk_rule_without_profile(tmp_path):
     ("[]\n", 1, "cannot parse section header"),
     ("[profile p]\n= 5\n", 2, "no key before '='"),
     ("[profiles]\n", 1, "unknown section [profiles]"),
-    ("[profile p q]\n", 1, "unknown section"),
+    ("[profile p q]\n", 1, "a profile name cannot contain spaces"),
     ("[settings]\ndefault_profile = gold\n[profile p]\n", 2,
      "names a profile that does not exist"),
     ("[settings]\novsdb = /run/db.sock\n", 2, "not an OVSDB remote"),

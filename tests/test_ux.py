@@ -228,9 +228,8 @@ def no_ovs(tmp_path):
 
 
 def _libvirt():
-    try:
-        import libvirt  # noqa: F401 (only: is it there)
-    except ImportError:
+    import importlib.util
+    if importlib.util.find_spec("libvirt") is None:
         from tests.ovs_sandbox import require
         require("needs the libvirt Python binding (libvirt-python)")
 
