@@ -17,6 +17,7 @@ import pytest
 from qos_hooks import examples
 from qos_hooks.errors import EXIT_CONFIG, EXIT_DRIFT, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.core_helpers import EXAMPLES, ROOT, run_cli
+from tests.ovs_sandbox import ovs_sandbox  # noqa: F401  (the fixture)
 
 CONF = os.path.join(EXAMPLES, "qos-hooks.conf")
 OVIRT = os.path.join(EXAMPLES, "ovirt-guest.xml")
@@ -205,6 +206,27 @@ def test_17_5_the_bound_itself_passes(tmp_path):
     assert p.returncode == EXIT_OK, p.stderr
     with open(os.path.join(ROOT, "docs", "policy.md"), encoding="utf-8") as f:
         assert "| `inbound.average`, `inbound.peak` | 1..4294967 KB/s (34.359 Gbit/s) |" in f.read()
+
+
+def test_17_5_the_ovs_bound_is_real(ovs_sandbox):  # noqa: F811
+    """Why the bound: Open vSwitch keeps linux-htb rates as 32-bit bytes/s.  At
+    (2^32-1)*8 bit/s the kernel class is 34359Mbit; at 35 Gbit/s the rate
+    wraps to 640261Kbit (35e9/8 - 2^32 bytes/s): a silent 55x cut."""
+    sb = ovs_sandbox
+    sb.add_port("vnet0")
+    seen = {}
+    for bps in (34359738360, 35000000000):
+        sb.vsctl("--", "set", "Port", "vnet0", "qos=@q", "--", "--id=@q", "create", "QoS",
+                 "type=linux-htb", "other_config:max-rate=%d" % bps, "queues:0=@q0", "--",
+                 "--id=@q0", "create", "Queue", "other_config:min-rate=%d" % bps,
+                 "other_config:max-rate=%d" % bps, wait=True)
+        out = subprocess.run(["ip", "netns", "exec", sb.netns, "tc", "class", "show", "dev",
+                              "vnet0"], capture_output=True, text=True, check=True).stdout
+        seen[bps] = sorted(re.findall(r"class htb (\S+) .*? rate (\S+) ", out))
+        sb.vsctl("clear", "Port", "vnet0", "qos")
+        sb.vsctl("--all", "destroy", "QoS", "--", "--all", "destroy", "Queue")
+    assert seen[34359738360] == [("1:1", "34359Mbit"), ("1:fffe", "34359Mbit")]
+    assert seen[35000000000] == [("1:1", "640261Kbit"), ("1:fffe", "640261Kbit")]
 
 
 # -- 17.6: status on a host without Open vSwitch ---------------------------------------------
