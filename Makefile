@@ -57,4 +57,5 @@ rpm:
 
 man:
 	$(VPY) tools/gen-manpage.py --output docs/qos-hooks.1
-	@echo "docs/qos-hooks.1 (view: man -l docs/qos-hooks.1)"
+	$(VPY) tools/gen-manpage.py --section 5 --output docs/qos-hooks.conf.5
+	@echo "docs/qos-hooks.1, docs/qos-hooks.conf.5 (view: man -l docs/qos-hooks.1)"

@@ -18,7 +18,9 @@ from setuptools.command.build_py import build_py as _build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Keep in step with MANIFEST.in (the sdist) and qos_hooks/install.py (SRC_*).
 HOST_DIRS = ("hooks", "libvirt-hooks", "libexec", "sudoers", "systemd")
-HOST_FILES = ("examples/qos-hooks.conf",)
+# examples/: the example config (qos-hooks install copies it) and the example
+# domains that `qos-hooks dry-run --example` runs (qos_hooks/examples.py)
+HOST_FILES = ("examples/qos-hooks.conf", "examples/ovirt-guest.xml", "examples/ovs-guest.xml")
 
 
 def _host_files():

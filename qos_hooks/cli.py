@@ -9,6 +9,7 @@ turned into one line on stderr and their documented exit code.
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -24,18 +25,51 @@ exit codes:
 
 files and environment:
   /etc/qos-hooks/qos-hooks.conf   profiles and settings (override: --config or
-                                  $QOS_HOOKS_CONFIG); see examples/qos-hooks.conf
+                                  $QOS_HOOKS_CONFIG); the example config and
+                                  domains are in %(examples)s
   QOS_HOOKS_LOG_LEVEL             DEBUG, INFO (default), WARNING, ERROR
 
 start here:
-  qos-hooks dry-run --config examples/qos-hooks.conf examples/ovirt-guest.xml
+  qos-hooks dry-run --example     the shipped example, from any directory: the same as
+  qos-hooks dry-run --config %(conf)s \\
+                    %(xml)s
 """
+
+# where the examples are when the man page is generated (not this checkout's path)
+EXAMPLES_DOC = "the directories listed under FILES"
+
+
+def epilog(examples_dir=None):
+    from . import examples
+    d = examples_dir or examples.directory()
+    if d is None:
+        return EPILOG % {"examples": EXAMPLES_DOC, "conf": "EXAMPLES/qos-hooks.conf",
+                         "xml": "EXAMPLES/ovirt-guest.xml"}
+    return EPILOG % {"examples": d, "conf": os.path.join(d, examples.CONFIG),
+                     "xml": os.path.join(d, examples.DOMAIN)}
+
 
 DRY_RUN_HELP = """\
 Show what the hooks would do to DOMAIN_XML, touching nothing: the rewritten
-domain XML as a unified diff, then the plan: every change that apply would make,
-in words and as the equivalent virsh / ovs-vsctl / tc commands.  With --ovsdb
-the plan is computed against the real OVSDB contents (read only)."""
+domain XML as a unified diff, then the plan: each step in words, the command
+that makes it ("made by:") and the equivalent virsh / ovs-vsctl commands.
+
+Who makes which step:
+  [domxml] <bandwidth>, <iotune>, <cputune>, oVirt vcpuLimit: the VDSM hook
+           before_vm_start (oVirt) or the libvirt qemu.d hook at migrate/restore
+           rewrite the XML; on a defined or running domain,
+           'qos-hooks set --persistent' / 'qos-hooks set --live'.
+  [ovsdb]  OVS QoS and policing: 'qos-hooks apply' (OVSDB steps only, no
+           --profile), the VDSM hook after_vm_start, the libvirt qemu.d hook at
+           'started', or 'qos-hooks set --live'.
+With --ovsdb the OVS steps are computed against the real OVSDB contents (read
+only)."""
+
+
+def _positive_int(text):
+    if not text.isdigit() or not 1 <= int(text) <= 65536:
+        raise argparse.ArgumentTypeError("%r is not a CPU count (allowed: 1..65536)" % text)
+    return int(text)
 
 
 def _common_config(p):
@@ -44,9 +78,23 @@ def _common_config(p):
                         "/etc/qos-hooks/qos-hooks.conf)")
 
 
+def ovsdb_remote(text):
+    """--ovsdb: an OVSDB remote; a bare path means the unix socket at that path."""
+    import re
+    if text.startswith("/"):
+        return "unix:" + text
+    if not re.match(r"^(unix|tcp|ssl):.", text):
+        raise argparse.ArgumentTypeError(
+            "%r is not an OVSDB remote: write unix:PATH (or just the socket's /PATH), "
+            "tcp:IP:PORT or ssl:IP:PORT, e.g. unix:/run/openvswitch/db.sock or "
+            "tcp:127.0.0.1:6640" % text)
+    return text
+
+
 def _common_ovsdb(p):
-    p.add_argument("--ovsdb", metavar="REMOTE",
-                   help="OVSDB remote, e.g. unix:/run/openvswitch/db.sock or tcp:127.0.0.1:6640 "
+    p.add_argument("--ovsdb", metavar="REMOTE", type=ovsdb_remote,
+                   help="OVSDB remote, e.g. unix:/run/openvswitch/db.sock (or just the socket "
+                        "path), tcp:127.0.0.1:6640 "
                         "(default: 'ovsdb' in [settings], else unix:/run/openvswitch/db.sock)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="bound on the whole OVSDB operation (default: 'ovsdb_timeout' in "
@@ -62,10 +110,17 @@ def _args_dry_run(p):
     p.add_argument("--output", choices=("diff", "xml", "json"), default="diff",
                    help="diff: unified diff + plan (default); xml: only the rewritten XML; "
                         "json: the plan as JSON")
+    p.add_argument("--host-cpus", type=_positive_int, metavar="N",
+                   help="the hypervisor's CPU count, for CPU caps computed from cpu.limit "
+                        "(default: host_cpus in [settings], else this machine's CPU count)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour the diff (auto: when stdout is a terminal and NO_COLOR is unset)")
     _common_ovsdb(p)
-    p.add_argument("domain_xml", metavar="DOMAIN_XML", help="domain XML file, or - for stdin")
+    p.add_argument("--example", action="store_true",
+                   help="run the example shipped with this install (its qos-hooks.conf and "
+                        "ovirt-guest.xml, unless --config / DOMAIN_XML name others)")
+    p.add_argument("domain_xml", metavar="DOMAIN_XML", nargs="?",
+                   help="domain XML file, or - for stdin (optional with --example)")
 
 
 def _args_apply(p):
@@ -110,6 +165,9 @@ def _args_status(p):
     p.add_argument("--netns", metavar="NAME",
                    help="network namespace holding the port and tap devices, for the kernel "
                         "read-back (default: this process's; tests run OVS in a namespace)")
+    p.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI for the view without Open vSwitch (default: "
+                        "$LIBVIRT_DEFAULT_URI, else qemu:///system; read-only)")
     p.add_argument("domain_xml", metavar="DOMAIN_XML", nargs="?",
                    help="compare against this domain's desired QoS, OVS ports and the tc "
                         "libvirt put on its other taps (Linux bridge) (default: every port "
@@ -159,12 +217,16 @@ COMMANDS = (
      "Rows created by libvirt or Neutron are never touched.", _args_clear),
     ("gc", "qos_hooks.ovs_commands:gc_main", "remove orphaned QoS rows",
      "Remove QoS/Queue rows owned by qos-hooks whose port no longer exists.", _args_gc),
-    ("status", "qos_hooks.ovs_commands:status_main",
+    ("status", "qos_hooks.status_cmd:status_main",
      "desired versus actual QoS per port; non-zero on drift",
      "For every port: desired QoS, what OVSDB holds, what the kernel holds; drift is "
      "marked and makes the exit code 7. With DOMAIN_XML, the domain's taps that are not "
      "on Open vSwitch (Linux bridge) are compared too: the tc htb and ingress qdisc "
-     "libvirt puts on them. A domain without OVS interfaces needs no OVSDB.", _args_status),
+     "libvirt puts on them. A domain without OVS interfaces needs no OVSDB. On a host "
+     "without Open vSwitch (no OVSDB socket, no --ovsdb) the host-wide view is the tc "
+     "libvirt put on the taps of the running domains, read through the libvirt API "
+     "(--connect); exit 0 unless something drifted. --json always prints one document, "
+     "with 'error' and 'exit_code' in it when the command failed.", _args_status),
     ("resync", "qos_hooks.hostnet:resync_main",
      "re-apply remembered host network QoS on OVS (after an ovs-vswitchd restart)",
      "Re-apply the host network QoS that the last setupNetworks left on the OVS switch "
@@ -184,23 +246,54 @@ COMMANDS = (
 )
 
 
-def build_parser():
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _SubParser(argparse.ArgumentParser):
+    """A subcommand's parser: usage errors that come from a habit get a hint."""
+
+    def error(self, message):
+        if self.prog.endswith(" set") and "--config" in message:
+            message += ("; note: in qos-hooks --config FILE is the policy file "
+                        "(qos-hooks.conf); virsh's --config (change the persistent "
+                        "definition) is --persistent here")
+        super().error(message)
+
+
+def build_parser(examples_dir=None, for_manpage=False):
+    """The whole CLI.  ``for_manpage``: name the examples' documented install
+    locations instead of this install's (the committed man page is one file)."""
     parser = argparse.ArgumentParser(
         prog="qos-hooks",
         description="Quality of service for libvirt and oVirt VMs: network bandwidth, "
                     "disk I/O and CPU caps, applied on Linux bridges and Open vSwitch.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=(EPILOG % {"examples": EXAMPLES_DOC, "conf": "EXAMPLES/qos-hooks.conf",
+                          "xml": "EXAMPLES/ovirt-guest.xml"}) if for_manpage
+        else epilog(examples_dir),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="qos-hooks " + __version__)
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="log verbosity on stderr (default: $QOS_HOOKS_LOG_LEVEL or INFO)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
+                        help="log verbosity on stderr (default: $QOS_HOOKS_LOG_LEVEL or INFO); "
+                             "also accepted after the command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
     sub.required = True
     for name, handler, short, desc, builder in COMMANDS:
         p = sub.add_parser(name, help=short, description=desc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         builder(p)
+        # the same option after the command; SUPPRESS keeps a value given before it
+        p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
+                       default=argparse.SUPPRESS,
+                       help="log verbosity on stderr (as before the command)")
         p.set_defaults(handler=handler)
     return parser
+
+
+def _subparser(parser, name):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
 
 
 def _resolve(handler):
@@ -211,6 +304,12 @@ def _resolve(handler):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "dry-run" and args.domain_xml is None and not args.example:
+        from . import examples
+        d = examples.directory()
+        _subparser(parser, "dry-run").error(
+            "DOMAIN_XML is required (a file, or - for stdin); 'qos-hooks dry-run --example' "
+            "runs the shipped example%s" % (" (%s)" % d if d else ""))
     from . import log
     logger = log.setup({"cmd": args.command}, level=args.log_level)
     try:

@@ -65,15 +65,44 @@ def ovs_plan(doc, config, remote, timeout):
     return ovs_backend.plan_domain(doc, config=config, remote=remote, timeout=timeout)
 
 
+def _example_args(args):
+    """--example: the shipped example's config and domain where none is given;
+    without --example, DOMAIN_XML is required."""
+    from . import examples
+    from .errors import UsageError
+    if not getattr(args, "example", False):
+        if args.domain_xml is None:
+            d = examples.directory()
+            raise UsageError("DOMAIN_XML is required (a domain XML file, or - for stdin); "
+                             "'qos-hooks dry-run --example' runs the shipped example%s"
+                             % (" from %s" % d if d else ""))
+        return args.config, args.domain_xml
+    d = examples.directory()
+    if d is None:
+        raise UsageError("--example: this install has no examples (looked in %s)"
+                         % ", ".join(examples.candidates()))
+    return (args.config or os.path.join(d, examples.CONFIG),
+            args.domain_xml or os.path.join(d, examples.DOMAIN))
+
+
 def build(args):
-    """Everything dry-run shows: (doc, before, after, plan)."""
-    config = policy.load_config(args.config)
+    """Everything dry-run shows: (doc, plan)."""
+    config_path, domain_xml = _example_args(args)
+    config = policy.load_config(config_path)
     from . import log
     log.apply_config_level(config.settings)
-    data, source = read_input(args.domain_xml)
+    data, source = read_input(domain_xml)
     doc = DomainDoc(data, source, allow_interface=True)
     selection = policy.Selection(cli_profile=args.profile)
-    plan = rewrite(doc, config, selection)
+    logger = log.get()
+    if logger.isEnabledFor(10):  # DEBUG: how the profile was chosen
+        meta = None if doc.is_interface_only else doc.vm_custom(policy.PROFILE_PROPERTY)
+        for step in selection.steps(config, meta, [
+                (i.label, doc.device_custom(i.mac, policy.PROFILE_PROPERTY))
+                for i in doc.interfaces()]):
+            logger.debug("profile selection: %s", step)
+    plan = rewrite(doc, config, selection, host_cpus=getattr(args, "host_cpus", None),
+                   host_cpus_source="--host-cpus")
     remote = ovs_remote(args, config)
     timeout = args.timeout or config.settings.ovsdb_timeout
     try:

@@ -10,7 +10,11 @@ as JSON (``to_dict``).  Each carries the name of the backend that executes it:
 * ``tc``: a change of kernel traffic control state (qos_hooks.tc);
 * ``libvirt``: a call through the libvirt API on a running domain.
 
-Dry-run prints the plan that apply would execute; there are no
+Each operation also names the commands that make it (``executors``, from
+EXECUTORS): ``qos-hooks apply`` executes only the ``ovsdb`` steps; the
+``domxml`` steps are made by the hooks (VDSM before_vm_start, the libvirt
+qemu.d hook at migrate/restore) or by ``qos-hooks set --live/--persistent``.
+Dry-run prints the same plan those commands compute; there are no
 ``if dry_run`` branches anywhere else.
 """
 
@@ -24,6 +28,23 @@ BACKEND_DOMXML = "domxml"
 BACKEND_OVSDB = "ovsdb"
 BACKEND_TC = "tc"
 BACKEND_LIBVIRT = "libvirt"
+
+# Which command makes each kind of step (``qos-hooks dry-run`` shows it for
+# every op).  ``apply`` executes only the OVSDB steps; the domain XML steps
+# are made by the hooks when a VM starts (or is migrated in), or by ``set``
+# on a domain that already runs or is defined.
+EXECUTORS = {
+    BACKEND_DOMXML: ("VDSM hook before_vm_start (oVirt)",
+                     "libvirt hook qemu.d at migrate/restore",
+                     "qos-hooks set --persistent (defined domain)",
+                     "qos-hooks set --live (running domain)"),
+    BACKEND_OVSDB: ("qos-hooks apply",
+                    "VDSM hook after_vm_start (oVirt)",
+                    "libvirt hook qemu.d at started",
+                    "qos-hooks set --live"),
+    BACKEND_TC: ("libvirt itself, from <bandwidth>",),
+    BACKEND_LIBVIRT: ("qos-hooks set",),
+}
 
 
 _SAFE_ARG = None
@@ -60,8 +81,13 @@ class Op(Record):
     def commands(self):
         return ()
 
+    @property
+    def executors(self):
+        """The commands that make this step (EXECUTORS), first the usual one."""
+        return EXECUTORS.get(self.backend, ())
+
     def to_dict(self):
-        d = {"op": self.kind, "backend": self.backend}
+        d = {"op": self.kind, "backend": self.backend, "executors": list(self.executors)}
         if hasattr(type(self), "__dataclass_fields__"):
             import dataclasses
             names = [f.name for f in dataclasses.fields(self)]
@@ -245,6 +271,8 @@ class Plan(Record):
             lines.append("plan: %d change%s" % (len(self.ops), "" if len(self.ops) == 1 else "s"))
         for i, op in enumerate(self.ops, 1):
             lines.append("%3d. [%s] %s" % (i, op.backend, op.describe()))
+            if op.executors:
+                lines.append("       made by: %s" % "; ".join(op.executors))
             for c in op.commands():
                 lines.append("       $ %s" % c)
         for w in self.warnings:

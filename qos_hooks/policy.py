@@ -78,6 +78,18 @@ BW_BURST_MIN, BW_BURST_MAX = 1, (2 ** 32 - 1) // 1024   # KiB (4194303)
 # ingress_policing_rate helps TCP come closer to achieving the full rate."
 MTU_BYTES = 1500
 BW_BURST_MTU_MIN = -(-MTU_BYTES // 1024)       # KiB: 2, the smallest sane burst
+# What the backends can store, checked at config time (a profile may end up on
+# an OVS port on any host).  Open vSwitch keeps linux-htb rates as bytes/s in
+# 32 bits (lib/netdev-linux.c, htb_parse_qdisc_details__/htb_setup_class__:
+# other_config max-rate/min-rate are bit/s divided by 8 into struct htb_class,
+# handed to tc_fill_rate's 32-bit tc_ratespec): (2^32-1)*8 bit/s = 34.36 Gbit/s,
+# that is 4294967 KB/s (measured with OVS 3.1: max-rate 35000000000 gives a
+# 640261Kbit htb class, the value wrapped; tests/test_ux.py).  Interface ingress_policing_rate/burst are kbit and must
+# stay under 2^32: average*8 and burst*8, so 536870911 KB/s.
+OVS_UINT32_MAX = 2 ** 32 - 1
+OVS_HTB_RATE_MAX = OVS_UINT32_MAX * 8 // 8000          # KB/s (4294967)
+OVS_POLICING_RATE_MAX = OVS_UINT32_MAX // 8            # KB/s (536870911)
+OVS_POLICING_BURST_MAX = OVS_UINT32_MAX // 8           # KiB (above BW_BURST_MAX)
 IOTUNE_MAX = 10 ** 15                          # qemu THROTTLE_VALUE_MAX
 CPU_PERIOD_MIN, CPU_PERIOD_MAX = 1000, 1000000
 CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1000, 17592186044415
@@ -86,6 +98,12 @@ CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1000, 17592186044415
 CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 10000
 VCPU_LIMIT_MIN, VCPU_LIMIT_MAX = 1, 100
 DEFAULT_CPU_PERIOD = 100000                    # MOM and libvirt default
+
+# libvirt 9.0 domaincommon.rng, define "diskTarget": <target bus=...> values
+# (src/conf/domain_conf.h virDomainDiskBus); 'uml' is obsolete but still valid
+DISK_BUSES = ("ide", "fdc", "scsi", "virtio", "xen", "usb", "uml", "sata", "sd")
+# libvirt 9.0 domaincommon.rng, define "diskTargetDev": (fd|hd|sd|vd|xvd|ubd)[a-zA-Z0-9_]+
+DISK_TARGET_PREFIXES = ("fd", "hd", "sd", "vd", "xvd", "ubd")
 
 DIRECTIONS = ("inbound", "outbound")
 RATE_FIELDS = ("average", "peak", "burst", "floor")
@@ -333,6 +351,28 @@ def burst_warnings(bandwidth, label):
         if why is not None:
             out.append("%s: %s (set %s.burst to %s)" % (label, why, d, _burst_allowed(rate)))
     return out
+
+
+def validate_backend_limits(direction, rate, prefix=""):
+    """Bounds of what Open vSwitch can store (see OVS_HTB_RATE_MAX): the
+    inbound average/peak become linux-htb min-rate/max-rate, the outbound
+    average and burst become the Interface policing columns."""
+    k = prefix + direction + "."
+    if direction == "inbound":
+        for f in ("average", "peak"):
+            v = getattr(rate, f)
+            if v is not None and v > OVS_HTB_RATE_MAX:
+                raise Problem(k + f, v, "%s is above what Open vSwitch linux-htb can store "
+                              "(rates are bytes/s in 32 bits: at most %s)"
+                              % (units.format_libvirt_rate(v),
+                                 units.format_libvirt_rate(OVS_HTB_RATE_MAX)),
+                              "%d..%d KB/s (up to 34.359Gbit/s)" % (BW_RATE_MIN, OVS_HTB_RATE_MAX))
+    else:
+        if rate.average is not None and rate.average > OVS_POLICING_RATE_MAX:
+            raise Problem(k + "average", rate.average,
+                          "%s is above what Open vSwitch ingress_policing_rate can store "
+                          "(kbit/s in 32 bits)" % units.format_libvirt_rate(rate.average),
+                          "%d..%d KB/s" % (BW_RATE_MIN, OVS_POLICING_RATE_MAX))
 
 
 def _iotune_family(key):
@@ -613,6 +653,7 @@ def _parse_profile(loc, section, name, items, host_keys):
             keymap = {"%s.%s" % (d, f): k for f, (_, k) in rates[d].items()}
             try:
                 validate_rate(d, rate)
+                validate_backend_limits(d, rate)
             except Problem as p:
                 raise located(p, keymap)
             bw[d] = rate
@@ -630,7 +671,42 @@ def _parse_profile(loc, section, name, items, host_keys):
                    iotune=io, cpu=cput, host=tuple(host))
 
 
+def check_disk_selector(sel, val):
+    """Problem for a ``[profile NAME disk bus=BUS|target=GLOB]`` selector that can
+    match no libvirt disk (a typo would otherwise pass silently)."""
+    if sel == "bus":
+        if val in DISK_BUSES:
+            return None
+        hint = ""
+        if val.lower() in DISK_BUSES:
+            hint = ": libvirt bus names are lower case, write bus=%s" % val.lower()
+        else:
+            import difflib
+            close = difflib.get_close_matches(val.lower(), DISK_BUSES, 1, 0.6)
+            if close:
+                hint = ": did you mean bus=%s?" % close[0]
+            elif val.rstrip("0123456789") != val or val.startswith(("nvme", "vd", "sd", "hd")):
+                hint = (": bus= is the <target bus=...> attribute, not a device name "
+                        "(for device names use target=GLOB)")
+        return Problem("bus", val, "%r is not a libvirt disk bus%s" % (val, hint),
+                       ", ".join(DISK_BUSES))
+    if "/" in val:
+        return Problem("target", val, "target= is the disk's <target dev=...> name as libvirt "
+                       "writes it, not a /dev path: write target=%s" % val.rsplit("/", 1)[-1],
+                       "a glob over target names such as vdb, sd[b-z], vd*")
+    lit = re.match(r"[^*?\[]*", val).group(0)
+    if not any(lit.startswith(p) or p.startswith(lit) for p in DISK_TARGET_PREFIXES):
+        return Problem("target", val, "%r can match no libvirt disk target name (libvirt "
+                       "target names start with %s)" % (val, ", ".join(DISK_TARGET_PREFIXES)),
+                       "a glob over target names such as vdb, sd[b-z], vd*")
+    return None
+
+
 def _parse_disk_rule(loc, section, name, items, sel, val):
+    bad = check_disk_selector(sel, val)
+    if bad is not None:
+        raise loc.error(section, None, None, "[%s]: %s" % (section, bad.message), bad.allowed,
+                        name)
     iotune = {}
     for key, raw in items:
         k = key[len("disk."):] if key.startswith("disk.") else key
@@ -680,6 +756,15 @@ def parse_config(text, path="<string>"):
             settings = _parse_settings(loc, section, items)
             continue
         m = _PROFILE_RE.match(section)
+        if not m and section.split()[0] == "profile" and len(section.split()) > 2 \
+                and section.split()[2] != "disk":
+            words = section.split()
+            raise loc.error(section, None, None,
+                            "[%s]: a profile name cannot contain spaces (this reads as profile "
+                            "%r followed by %r); write [profile %s]"
+                            % (section, words[1], " ".join(words[2:]), "_".join(words[1:])),
+                            "[profile NAME] with NAME of letters, digits, '_', '.', '-'; "
+                            "[profile NAME disk bus=BUS]; [profile NAME disk target=GLOB]")
         if not m:
             raise loc.error(section, None, None, "unknown section [%s]" % section,
                             "[settings], [profile NAME], [profile NAME disk bus=BUS], "
@@ -887,8 +972,11 @@ def load_config(cli_path=None, environ=None, missing_ok=False, trusted=False):
     except FileNotFoundError:
         if missing_ok and not cli_path:
             return Config(path=None)
+        from . import examples
         raise ConfigError("config file not found", path=path,
-                          allowed="a readable file; see examples/qos-hooks.conf")
+                          allowed="a readable file; %s" % examples.hint())
+    except OSError as e:
+        raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
     try:
         if data.startswith(b"\xef\xbb\xbf"):   # an editor's BOM is not a syntax error
             data = data[3:]
@@ -927,6 +1015,40 @@ class Selection(Record):
             if name:
                 return config.profile(name, src), src
         return None, None
+
+    def steps(self, config, metadata_vm_profile, nic_properties=()):
+        """The selection, step by step, in words (``--log-level DEBUG`` shows them).
+
+        ``nic_properties``: [(vNIC label, its qos_profile custom property or None)].
+        """
+        out = ["config: %s" % (config.path or "none (no file found; built-in defaults)")]
+        chosen = None
+        for name, src in ((self.cli_profile, "--profile"),
+                          (self.env_vm_profile, "VM custom property %s (environment)"
+                           % PROFILE_PROPERTY),
+                          (metadata_vm_profile, "VM custom property %s (metadata)"
+                           % PROFILE_PROPERTY),
+                          (config.settings.default_profile, "default_profile")):
+            if chosen:
+                out.append("VM level: %s not consulted (%s wins)" % (src, chosen))
+            elif name:
+                chosen = src
+                out.append("VM level: %s = %r: chosen" % (src, name))
+            else:
+                out.append("VM level: %s: not set" % src)
+        if not chosen:
+            out.append("VM level: no profile (disks and CPU are left alone)")
+        for label, prop in nic_properties:
+            if self.env_nic_profile:
+                out.append("%s: vNIC custom property (environment) = %r: chosen"
+                           % (label, self.env_nic_profile))
+            elif prop:
+                out.append("%s: vNIC custom property %s = %r: chosen"
+                           % (label, PROFILE_PROPERTY, prop))
+            else:
+                out.append("%s: no vNIC custom property: %s" % (
+                    label, "the VM-level profile" if chosen else "no profile"))
+        return out
 
     def nic_profile(self, config, metadata_nic_profile, vm_profile):
         for name, src in ((self.env_nic_profile, "vNIC custom property %s (environment)"

@@ -25,11 +25,22 @@ from .policy import (Bandwidth, ON_EXISTING_OVERRIDE, PROFILE_PROPERTY, DEFAULT_
                      cpu_quota_for_limit)
 
 
-def host_cpu_count(config):
+def host_cpus_and_source(config, cli_host_cpus=None):
+    """(count, where it came from): ``--host-cpus``, ``host_cpus`` in
+    [settings], else the CPU count of the machine this runs on (right in a
+    hook, which runs on the hypervisor; not in a dry-run on a workstation)."""
+    if cli_host_cpus:
+        return int(cli_host_cpus), "--host-cpus"
     for k, v in config.settings.extra:
         if k == "host_cpus" and v.isdigit() and int(v) > 0:
-            return int(v)
-    return os.cpu_count() or 1
+            return int(v), "host_cpus in [settings]"
+    return (os.cpu_count() or 1), ("os.cpu_count() of %s, the machine this ran on (for "
+                                   "another hypervisor: --host-cpus N or host_cpus in "
+                                   "[settings])" % os.uname().nodename)
+
+
+def host_cpu_count(config):
+    return host_cpus_and_source(config)[0]
 
 
 def merge_bandwidth(existing, wanted, on_existing):
@@ -54,10 +65,12 @@ def _floor_allowed(iface):
     return iface.type == "network"
 
 
-def rewrite_interfaces(doc, config, selection, vm_profile, plan_ops, warnings):
+def rewrite_interfaces(doc, config, selection, vm_profile, plan_ops, warnings, chosen=None):
     for iface in doc.interfaces():
         profile, src = selection.nic_profile(
             config, doc.device_custom(iface.mac, PROFILE_PROPERTY), vm_profile)
+        if chosen is not None and profile is not None:
+            chosen.append((profile, src))
         if profile is None or profile.bandwidth.is_empty():
             continue
         if not iface.supports_bandwidth:
@@ -86,10 +99,19 @@ def rewrite_interfaces(doc, config, selection, vm_profile, plan_ops, warnings):
             previous=existing, profile="%s (%s)" % (profile.name, src) if src else profile.name))
 
 
-def rewrite_disks(doc, profile, plan_ops, warnings):
+def rewrite_disks(doc, profile, plan_ops, warnings, notes=None):
     planned = []      # (disk, iotune, rule) to write
     final = {}        # disk index -> the iotune the disk ends up with
-    for disk in doc.disks():
+    disks = doc.disks()
+    if notes is not None:
+        # a disk rule that matches none of this domain's disks is legal (the
+        # profile may serve other VMs) but often a typo: say so (dry-run shows it)
+        for r in profile.disk_rules:
+            if not any(r.matches(d.bus, d.target_dev) for d in disks):
+                notes.append("disk rule [profile %s disk %s] matched no disk of this domain "
+                             "(its disks: %s)" % (profile.name, r.describe(), ", ".join(
+                                 "%s bus=%s" % (d.target_dev, d.bus) for d in disks) or "none"))
+    for disk in disks:
         final[disk.index] = disk.iotune
         iotune, rule = profile.iotune_for(disk.bus, disk.target_dev)
         if iotune.is_empty():
@@ -126,7 +148,7 @@ def rewrite_disks(doc, profile, plan_ops, warnings):
                                       profile=profile.name, rule=rule))
 
 
-def _ovirt_vcpu_limit(doc, cpu, host_cpus, warnings):
+def _ovirt_vcpu_limit(doc, cpu, host_cpus, warnings, cpus_source=""):
     """The vcpuLimit (percent) that expresses the profile's CPU cap on oVirt."""
     if cpu.period is not None:
         warnings.append("oVirt domain: cpu.period=%d ignored: MOM sets the <cputune> period "
@@ -143,13 +165,14 @@ def _ovirt_vcpu_limit(doc, cpu, host_cpus, warnings):
     period = cpu.period or DEFAULT_CPU_PERIOD
     pct = (cpu.quota * doc.vcpus * 100 + (period * host_cpus) // 2) // (period * host_cpus)
     limit = max(VCPU_LIMIT_MIN, min(VCPU_LIMIT_MAX, pct))
-    warnings.append("oVirt domain: cpu quota %d/%d us for %d vCPUs on %d host CPUs "
+    warnings.append("oVirt domain: cpu quota %d/%d us for %d vCPUs on %d host CPUs%s "
                     "expressed as vcpuLimit=%d%% (MOM would reset <cputune>)"
-                    % (cpu.quota, period, doc.vcpus, host_cpus, limit))
+                    % (cpu.quota, period, doc.vcpus, host_cpus,
+                       " (%s)" % cpus_source if cpus_source else "", limit))
     return limit
 
 
-def rewrite_cpu(doc, profile, host_cpus, plan_ops, warnings):
+def rewrite_cpu(doc, profile, host_cpus, plan_ops, warnings, cpus_source=""):
     """The CPU cap and shares.
 
     On oVirt (the domain carries oVirt metadata) the cap goes to
@@ -170,7 +193,7 @@ def rewrite_cpu(doc, profile, host_cpus, plan_ops, warnings):
     want = {}
     reason = ""
     if doc.is_ovirt:
-        limit = _ovirt_vcpu_limit(doc, cpu, host_cpus, warnings)
+        limit = _ovirt_vcpu_limit(doc, cpu, host_cpus, warnings, cpus_source)
         if limit is not None:
             current = doc.vcpu_limit()
             if current != limit and (override or current is None):
@@ -185,8 +208,9 @@ def rewrite_cpu(doc, profile, host_cpus, plan_ops, warnings):
             else:
                 period, quota = cpu_period_quota_for_limit(cpu.limit, host_cpus, doc.vcpus)
             want["period"], want["quota"] = period, quota
-            reason = ("cpu.limit=%d%% of %d host CPUs over %d vCPUs"
-                      % (cpu.limit, host_cpus, doc.vcpus))
+            reason = ("cpu.limit=%d%% of %d host CPUs over %d vCPUs%s"
+                      % (cpu.limit, host_cpus, doc.vcpus,
+                         "; host CPUs from %s" % cpus_source if cpus_source else ""))
         else:
             for f in ("period", "quota"):
                 if getattr(cpu, f) is not None:
@@ -204,14 +228,51 @@ def rewrite_cpu(doc, profile, host_cpus, plan_ops, warnings):
         plan_ops.append(SetCpuTune(domain=doc.name, profile=profile.name, reason=reason, **want))
 
 
-def rewrite(doc: DomainDoc, config, selection, host_cpus=None) -> Plan:
-    """Apply the policy to ``doc`` in place; return the plan of what changed."""
-    ops, warnings = [], []
+def rewrite(doc: DomainDoc, config, selection, host_cpus=None, host_cpus_source=None) -> Plan:
+    """Apply the policy to ``doc`` in place; return the plan of what changed.
+
+    ``host_cpus``: the hypervisor's CPU count for CPU caps (default: ``host_cpus``
+    in [settings], else this machine's).  When the plan is empty, its notes
+    say why (no profile applies, or the XML already has every value).
+    """
+    ops, warnings, notes = [], [], []
     vm_profile = selection.vm_profile(config, doc.vm_custom(PROFILE_PROPERTY)
                                       if not doc.is_interface_only else None)
-    rewrite_interfaces(doc, config, selection, vm_profile, ops, warnings)
+    nic_profiles = []
+    rewrite_interfaces(doc, config, selection, vm_profile, ops, warnings, nic_profiles)
     profile = vm_profile[0]
     if profile is not None and not doc.is_interface_only:
-        rewrite_disks(doc, profile, ops, warnings)
-        rewrite_cpu(doc, profile, host_cpus or host_cpu_count(config), ops, warnings)
-    return Plan(ops=tuple(ops), warnings=tuple(warnings))
+        rewrite_disks(doc, profile, ops, warnings, notes)
+    if profile is not None and not doc.is_interface_only and not profile.cpu.is_empty():
+        n, src = host_cpus_and_source(config, host_cpus)
+        if host_cpus:
+            # a caller's own count: it names where it came from, or nothing
+            src = host_cpus_source or ""
+        rewrite_cpu(doc, profile, n, ops, warnings, src)
+    if not ops:
+        notes.extend(_why_nothing(doc, config, selection, vm_profile, nic_profiles))
+    return Plan(ops=tuple(ops), warnings=tuple(warnings), notes=tuple(notes))
+
+
+def _config_name(config):
+    return ("config file %s" % config.path if config.path
+            else "no config file (none at $QOS_HOOKS_CONFIG or /etc/qos-hooks/qos-hooks.conf)")
+
+
+def _why_nothing(doc, config, selection, vm_profile, nic_profiles):
+    """Notes for an empty plan: which config was read and why nothing applies."""
+    used = [p for p in nic_profiles if p is not None]
+    if vm_profile[0] is None and not used:
+        return ["no profile applies to this domain: read %s; no --profile given, no %s "
+                "custom property on the VM or its vNICs (%s), and no default_profile in "
+                "[settings] (profiles defined: %s)"
+                % (_config_name(config), PROFILE_PROPERTY,
+                   "oVirt metadata <ovirt-vm:custom>" if doc.is_ovirt
+                   else "the domain has no oVirt metadata",
+                   ", ".join(sorted(config.profiles)) or "none")]
+    names = sorted({"%s (%s)" % (p.name, src) if src else p.name
+                    for p, src in ([vm_profile] if vm_profile[0] is not None else []) + used})
+    modes = sorted({p.on_existing for p, _ in ([vm_profile] if vm_profile[0] else []) + used})
+    return ["profile %s from %s applies, but the domain XML already has what it sets "
+            "(on_existing = %s) or the profile sets nothing for these devices"
+            % (", ".join(names), _config_name(config), "/".join(modes))]

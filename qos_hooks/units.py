@@ -90,7 +90,13 @@ def _split(text):
     text = str(text)
     m = _QTY.fullmatch(text)
     if not m:
-        raise UnitError("not a quantity: %r" % clip(text))
+        if text.strip().startswith("-"):
+            raise UnitError("not a quantity: %r: negative values are not allowed" % clip(text),
+                            allowed="a whole number >= 1 in the key's unit (e.g. 12500), or "
+                                    "a number with a unit (e.g. 100Mbit, 12MB/s, 1MiB)")
+        raise UnitError("not a quantity: %r" % clip(text),
+                        allowed="a whole number in the key's unit (e.g. 12500), or a number "
+                                "with a unit (e.g. 100Mbit, 12MB/s, 1MiB)")
     num, den = parse_decimal(m.group("num"))
     return num, den, m.group("unit")
 
@@ -104,12 +110,30 @@ def _prefix_factor(prefix):
     return None
 
 
+# the unit lists of docs/policy.md section 5 (every form the parser accepts)
 _RATE_HELP = ("a whole number in the default unit, or a number with a unit: "
-              "bit/s forms 'kbit', 'Mbit', 'Gbit', 'Mibit' (optionally '/s'); "
-              "byte/s forms 'B/s', 'kB/s', 'MB/s', 'GB/s', 'KiB/s', 'MiB/s'")
+              "bit/s forms 'kbit', 'Mbit', 'Gbit', 'Tbit', 'Kibit', 'Mibit', 'Gibit' "
+              "(optionally '/s'); byte/s forms 'B/s', 'kB/s', 'MB/s', 'GB/s', 'KiB/s', "
+              "'MiB/s', 'GiB/s'")
 _SIZE_HELP = ("a whole number in the default unit, or a number with a unit: "
               "'B', 'kB', 'KiB', 'MB', 'MiB', 'GB', 'GiB', or bit forms "
-              "'kbit', 'Mbit', 'Kibit', 'Mibit'")
+              "'kbit', 'Kibit', 'Mbit', 'Mibit'")
+
+
+def _unit_suggestion(num_text, unit, rate):
+    """A hint for a unit that is almost one: '1G', '100M', '100Mb'."""
+    m = re.match(r"^([kKmMgGtT]i?)(b?)$", unit)
+    if not m:
+        return ""
+    p = m.group(1)
+    p = p if p[0] != "K" or p.endswith("i") else "k"
+    p = p if p[0] not in "mgt" else p.upper()
+    if rate:
+        forms = "%s%sbit (bits/s) or %s%sB/s (bytes/s)" % (num_text, p, num_text, p)
+    else:
+        forms = "%s%sB (bytes) or %s%sbit (bits)" % (num_text, p, num_text, p)
+    what = "'b' could be bits or bytes" if m.group(2) else "it has no 'bit' or 'B'"
+    return ": %s; write %s" % (what, forms)
 
 
 def _rate_bits_per_second(num, den, unit):
@@ -145,13 +169,29 @@ def _size_bits(num, den, unit):
     return num * factor * bits, den
 
 
+# unit name -> (short name, how to show a value of it in bits), for the
+# nearest exact values in an error: "12 KB/s = 96kbit/s"
+def _bits_text(bits):
+    for name, factor in (("Gbit", 10 ** 9), ("Mbit", 10 ** 6), ("kbit", 10 ** 3)):
+        if bits >= factor and bits % factor == 0:
+            return "%d%s" % (bits // factor, name)
+    return "%dbit" % bits
+
+
+_SHORT = {"KB/s units": ("KB/s", "/s"), "KiB units": ("KiB", ""),
+          "bytes/s": ("B/s", "/s"), "bytes": ("B", ""), "bit/s": ("bit/s", "/s")}
+
+
 def _exact(num_bits, den, per_unit_bits, unit_name, text):
     total_den = den * per_unit_bits
     if num_bits % total_den:
         lo = num_bits // total_den
+        short, per_s = _SHORT.get(unit_name, (unit_name, ""))
+        near = " and ".join("%d %s = %s%s" % (v, short, _bits_text(v * per_unit_bits), per_s)
+                            for v in ((lo, lo + 1) if lo else (1,)))
         raise UnitError(
             "%r is not a whole number of %s (%d bit each); nearest exact "
-            "values are %d and %d" % (text, unit_name, per_unit_bits, lo, lo + 1),
+            "values are %s" % (text, unit_name, per_unit_bits, near),
             allowed="whole multiples of %d bit" % per_unit_bits)
     return num_bits // total_den
 
@@ -164,7 +204,15 @@ def _parse(text, to_bits, per_unit_bits, unit_name, bare_msg):
         if den != 1:
             raise UnitError("%r: %s" % (text, bare_msg))
         return num
-    bits, den = to_bits(num, den, unit)
+    try:
+        bits, den = to_bits(num, den, unit)
+    except UnitError as e:
+        written = str(text).strip()
+        hint = _unit_suggestion(written[:len(written) - len(unit)].strip(), unit,
+                                to_bits is _rate_bits_per_second)
+        if hint and str(e).startswith("unknown"):
+            raise UnitError(str(e) + hint, allowed=e.allowed)
+        raise
     return _exact(bits, den, per_unit_bits, unit_name, text)
 
 

@@ -3,8 +3,8 @@
 The golden files under tests/golden/ hold what the README's main command
 (``make dry-run``: ``python3 -m qos_hooks dry-run --config
 examples/qos-hooks.conf examples/ovirt-guest.xml``) prints for the domain XML:
-the diff and the [domxml] part of the plan (the OVS part belongs to the OVS
-backend's own tests).  Regenerate them with ``QOS_HOOKS_UPDATE_GOLDEN=1``.
+the diff and the [domxml] part of the plan, each step with the commands that
+make it (the OVS part belongs to the OVS backend's own tests).  Regenerate them with ``QOS_HOOKS_UPDATE_GOLDEN=1``.
 """
 
 import json
@@ -41,7 +41,7 @@ def domxml_plan_lines(text):
             keep = m.group(1) == "domxml"
             if keep:
                 out.append(re.sub(r"^\s+\d+\. ", "", line))
-        elif keep and line.startswith("       $ "):
+        elif keep and line.startswith(("       $ ", "       made by: ")):
             out.append(line)
         elif not line.startswith("       "):
             keep = False
@@ -151,8 +151,9 @@ def test_config_from_environment_and_cli_precedence(tmp_path):
 def test_missing_config(tmp_path):
     missing = str(tmp_path / "nope.conf")
     line = one_line_error(run_cli("dry-run", "--config", missing, OVIRT), EXIT_CONFIG)
+    # the hint names the example config of this install (here: the checkout's)
     assert line.endswith("ERROR cmd=dry-run: %s: config file not found (allowed: a readable "
-                         "file; see examples/qos-hooks.conf)" % missing)
+                         "file; see the example %s)" % (missing, CONF))
 
 
 def test_bad_config_value(tmp_path):

@@ -1,7 +1,10 @@
-"""The man page (tools/gen-manpage.py) and the operator's guide cover the whole CLI.
+"""The man pages (tools/gen-manpage.py) and the operator's guide cover the whole CLI.
 
-Both are checked against ``qos_hooks.cli.build_parser()`` itself, so a new
-subcommand or option that is not documented fails here.
+qos-hooks(1) and the guide are checked against ``qos_hooks.cli.build_parser()``
+itself, so a new subcommand or option that is not documented fails here;
+qos-hooks.conf(5) is docs/policy.md converted, checked against the keys
+qos_hooks.policy accepts.  Both committed pages must be what the generator
+makes today and render without a warning from ``man --warnings``.
 """
 
 import argparse
@@ -52,7 +55,8 @@ def test_manpage_has_every_subcommand_and_option():
             for opt in action.option_strings:
                 if opt not in ("-h", "--help"):
                     assert "\\fB%s\\fR" % roff(opt) in page, (name, opt)
-    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "EXIT CODES"):
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "EXIT STATUS",
+                    "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"):
         assert "\n.SH %s\n" % section in page, section
     # no line may start with a stray control character from help text
     for line in page.splitlines():
@@ -60,7 +64,24 @@ def test_manpage_has_every_subcommand_and_option():
 
 
 def _without_date(page):
-    return re.sub(r'^(\.TH \S+ 1) "[^"]*"', r"\1", page, flags=re.M)
+    return re.sub(r'^(\.TH \S+ [15]) "[^"]*"', r"\1", page, flags=re.M)
+
+
+def test_manpage_examples_are_real_commands():
+    """Each EXAMPLES command parses with today's CLI (no stale option)."""
+    gen = _gen()
+    assert len(gen.EXAMPLES) == 5
+    parser = build_parser()
+    for _, cmds in gen.EXAMPLES:
+        for cmd in cmds.split("\n"):
+            if cmd.startswith("qos-hooks "):
+                parser.parse_args(cmd.split()[1:])   # SystemExit on a usage error
+
+
+def test_manpage_names_no_checkout_path():
+    """The committed page is one file for every install: no path of this checkout."""
+    page = _gen().render(date="2026-01-01")
+    assert ph.REPO not in page and "/usr/share/doc/qos\\-hooks/examples/" in page
 
 
 def test_committed_manpage_is_current():
@@ -71,10 +92,34 @@ def test_committed_manpage_is_current():
         "docs/qos-hooks.1 is out of date with qos_hooks/cli.py: run 'make man' and commit it"
 
 
-def test_manpage_renders(tmp_path):
-    out = tmp_path / "qos-hooks.1"
+def test_conf5_page_is_policy_md(tmp_path):
+    """qos-hooks.conf(5) is generated from docs/policy.md: every settings key and
+    every profile key family qos_hooks.policy accepts is in it, and the committed
+    docs/qos-hooks.conf.5 is current."""
+    from qos_hooks import policy
+    with open(os.path.join(ph.REPO, "docs", "policy.md"), encoding="utf-8") as f:
+        md = f.read()
+    page = _gen().render_conf(md, date="2026-01-01")
+    assert '.TH QOS-HOOKS.CONF 5 "2026-01-01"' in page
+    for key in policy._SETTINGS_KEYS + ("on_existing", "inbound.average", "outbound.burst",
+                                        "disk.total_bytes_sec", "cpu.limit", "cpu.shares",
+                                        "quota:vif_inbound_average"):
+        assert "\\fB%s\\fR" % roff(key) in page or roff(key) in page, key
+    for bus in policy.DISK_BUSES:
+        assert "\\fB%s\\fR" % bus in page, bus
+    with open(os.path.join(ph.REPO, "docs", "qos-hooks.conf.5"), encoding="utf-8") as f:
+        committed = f.read()
+    assert _without_date(committed) == _without_date(_gen().render_conf(md)), \
+        "docs/qos-hooks.conf.5 is out of date with docs/policy.md: run " \
+        "'python3 tools/gen-manpage.py --section 5 -o docs/qos-hooks.conf.5' and commit it"
+
+
+@pytest.mark.parametrize("section", ["1", "5"])
+def test_manpage_renders(tmp_path, section):
+    out = tmp_path / ("qos-hooks.1" if section == "1" else "qos-hooks.conf.5")
     r = subprocess.run(["python3" if shutil.which("python3") else "python",
-                        os.path.join(ph.REPO, "tools", "gen-manpage.py"), "-o", str(out)],
+                        os.path.join(ph.REPO, "tools", "gen-manpage.py"), "--section", section,
+                        "-o", str(out)],
                        capture_output=True, text=True, cwd=ph.REPO)
     assert r.returncode == 0, r.stderr
     for tool in ("man", "groff"):
@@ -87,8 +132,15 @@ def test_manpage_renders(tmp_path):
     r = subprocess.run(["man", "--warnings", "-l", str(out)], capture_output=True, text=True,
                        env=dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0"))
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    text = re.sub(r".\x08", "", r.stdout)   # overstrike bold
+    if section == "5":
+        for head in ("WHERE THE FILE IS", "[SETTINGS]", "UNITS", "VALIDATION BOUNDS"):
+            assert head in text, head
+        return
     for name in _subparsers()[1]:
         assert name in r.stdout
+    for head in ("EXIT STATUS", "FILES", "EXAMPLES"):
+        assert "\n%s\n" % head in text, head
 
 
 def test_operator_guide_covers_every_command():

@@ -92,7 +92,7 @@ RULES = [
     ("unit refused", "inbound.average = 100Mbps\n", "inbound.average", "inbound.average",
      "100Mbps", None, "ambiguous"),
     ("inexact unit", "inbound.average = 1Mibit\n", "inbound.average", "inbound.average",
-     "1Mibit", "whole multiples of 8000 bit", "nearest exact values are 131 and 132"),
+     "1Mibit", "whole multiples of 8000 bit", "nearest exact values are 131 KB/s = 1048kbit/s and 132 KB/s = 1056kbit/s"),
     ("unknown bandwidth field", "inbound.ceil = 5\n", "inbound.ceil", "inbound.ceil", "5",
      "average, peak, burst, floor", "unknown bandwidth field"),
     # <iotune>: qemu throttle_is_valid / libvirt QEMU_BLOCK_IOTUNE_MAX
@@ -201,9 +201,9 @@ def test_quota_minus_one_is_valid(tmp_path):
 def test_bounds_are_inclusive(tmp_path):
     c = load(tmp_path, """\
         [profile p]
-        inbound.average = 4294967295
+        inbound.average = 4294967
         inbound.burst = 4194303
-        outbound.average = 1
+        outbound.average = 536870911
         disk.total_bytes_sec = 1000000000000000
         disk.total_bytes_sec_max = 1000000000000000
         disk.total_bytes_sec_max_length = 1
@@ -212,7 +212,9 @@ def test_bounds_are_inclusive(tmp_path):
         cpu.quota = 17592186044415
         """)
     p = c.profiles["p"]
-    assert p.bandwidth.inbound == Rate(average=4294967295, burst=4194303)
+    # inbound: Open vSwitch linux-htb's bound; outbound: its policing column's
+    assert p.bandwidth.inbound == Rate(average=4294967, burst=4194303)
+    assert p.bandwidth.outbound == Rate(average=536870911)
     assert p.cpu.shares == 10000
 
 
@@ -291,7 +293,7 @@ def test_disk_rule_without_profile(tmp_path):
     ("[]\n", 1, "cannot parse section header"),
     ("[profile p]\n= 5\n", 2, "no key before '='"),
     ("[profiles]\n", 1, "unknown section [profiles]"),
-    ("[profile p q]\n", 1, "unknown section"),
+    ("[profile p q]\n", 1, "a profile name cannot contain spaces"),
     ("[settings]\ndefault_profile = gold\n[profile p]\n", 2,
      "names a profile that does not exist"),
     ("[settings]\novsdb = /run/db.sock\n", 2, "not an OVSDB remote"),

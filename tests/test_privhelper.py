@@ -227,16 +227,30 @@ def test_valid_request_reaches_the_configured_remote_only(unreachable_config):
 
 
 def test_executable_refuses_non_root():
+    """Run as nobody, the helper refuses (exit 8).  The package comes from a
+    copy nobody can read (tests/unpriv_layout.py), not from the checkout, which
+    may sit under a directory only its owner can enter (issue 15)."""
     _require_root()
     if shutil.which("setpriv") is None:
         from tests.ovs_sandbox import require
         require("needs setpriv (util-linux) to run the helper as nobody")
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        sys.executable, "-c",
-                        "import sys; sys.path.insert(0, %r); "
-                        "from qos_hooks.privhelper import main; sys.exit(main([]))" % REPO],
-                       input=enc(good()), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=60)
+    from tests import unpriv_layout as ul
+    from tests.ovs_sandbox import require
+    base = ul.readable_copy(parts=("qos_hooks",))
+    try:
+        lib = os.path.join(base, "lib")
+        python = ul.usable_python(65534, 65534)
+        reason = ul.unusable_reason(65534, 65534, python, lib, ["qos_hooks.privhelper"])
+        if reason:
+            require(reason)
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "env", "PYTHONPATH=" + lib, python, "-c",
+                            "import sys; from qos_hooks.privhelper import main; "
+                            "sys.exit(main([]))"],
+                           input=enc(good()), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(base)
     assert p.returncode == 8, p.stderr
     assert b"must run as root" in p.stderr
 
