@@ -436,7 +436,7 @@ def collect_hostnets(remote, timeout, netns, state_file):
 
 
 def collect(remote, timeout, netns=None, domain_xmls=None, libvirt_uri=DEFAULT_LIBVIRT_URI,
-            state_file=None):
+            state_file=None, log_problems=True):
     """One HostSample.  Never raises for an unreachable source: it is marked
     down in ``up`` and named in ``problems``.
 
@@ -481,7 +481,7 @@ def collect(remote, timeout, netns=None, domain_xmls=None, libvirt_uri=DEFAULT_L
     except QosHooksError as e:
         up["hostnet"] = False
         problems.append("host networks: %s" % e)
-    for p in problems:
+    for p in problems if log_problems else ():
         LOG.warning("metrics: %s", p)
     return HostSample(time.monotonic(), tuple(vnics), tuple(hostnets), up, tuple(problems),
                       time.monotonic() - t0)
@@ -619,11 +619,12 @@ class HostCollector:
         self.domain_xmls = domain_xmls
         self.libvirt_uri = libvirt_uri
         self.state_file = state_file
+        self.log_problems = True     # qos-hooks top shows them on its screen instead
         self.last = None
 
     def sample(self):
         self.last = collect(self.remote, self.timeout, self.netns, self.domain_xmls,
-                            self.libvirt_uri, self.state_file)
+                            self.libvirt_uri, self.state_file, self.log_problems)
         return self.last
 
     def describe(self):
