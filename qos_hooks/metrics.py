@@ -648,12 +648,26 @@ def registry(collector, extra_collectors=(), process=False):
 
 def serve(address=DEFAULT_ADDRESS, port=DEFAULT_PORT, collector=None, extra_collectors=(),
           config=None):
-    """Serve /metrics on ``address:port`` in a background thread (prometheus_client's
-    own HTTP server); returns (server, thread).  ``collector`` defaults to
-    HostCollector(config); ``extra_collectors`` are registered beside it."""
-    from prometheus_client import start_http_server
+    """Serve /metrics on ``address:port`` from a background thread; returns
+    (server, thread): ``server.shutdown()`` stops it.  ``collector`` defaults
+    to HostCollector(config); ``extra_collectors`` are registered beside it
+    (the agent passes its own health collector).  prometheus_client's
+    MetricsHandler on the standard library's threading HTTP server, so it
+    works with the prometheus_client of EL9 as well as a current one."""
+    import socket
+    import threading
+    from http.server import ThreadingHTTPServer
+    from prometheus_client.exposition import MetricsHandler
     reg = registry(collector or HostCollector(config), extra_collectors, process=True)
-    return start_http_server(port, addr=address, registry=reg)
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    server = Server((address, port), MetricsHandler.factory(reg))
+    thread = threading.Thread(target=server.serve_forever, name="qos-hooks-metrics",
+                              daemon=True)
+    thread.start()
+    return server, thread
 
 
 def render(collector):
