@@ -201,6 +201,12 @@ def _live_curses(collector, interval, sort):
                 dirty = True
             if time.monotonic() >= due:
                 cur = collector.sample()
+                # pyroute2 reads another network namespace (--netns) through a
+                # child process, which leaves the terminal in cooked mode
+                # (measured: 'stty -a' shows icanon echo again): restore ours
+                curses.reset_prog_mode()
+                curses.cbreak()
+                curses.noecho()
                 rs = rows(prev, cur)
                 prev = cur
                 due += interval

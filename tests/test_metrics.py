@@ -437,11 +437,16 @@ def test_top_live_view_sorts_on_key_press_and_quits(host, traffic, tmux_session,
     lines = screen.splitlines()
     names = [ln.split()[1] for ln in lines if " vnet0 " in ln or " vnet9 " in ln]
     assert names == ["vnet0", "vnet9"], screen        # vnet0 at ~100 % of its limit first
+    def wait_screen(pred, what):
+        try:
+            return _wait(pred, what, timeout=20)
+        except AssertionError:
+            raise AssertionError("%s: the pane shows:\n%s" % (what, seen[0]))
     _tmux("send-keys", "-t", tmux_session, "n")
-    _wait(lambda: screen_with("sort vnic"), "sort by vNIC", timeout=20)
+    wait_screen(lambda: screen_with("sort vnic"), "sort by vNIC")
     _tmux("send-keys", "-t", tmux_session, "n")       # same key again: reversed
-    screen = _wait(lambda: (lambda t: t if t and t.index(" vnet9 ") < t.index(" vnet0 ")
-                            else None)(screen_with("sort vnic")), "reversed order", timeout=20)
+    wait_screen(lambda: (lambda t: t if t and t.index(" vnet9 ") < t.index(" vnet0 ")
+                         else None)(screen_with("sort vnic")), "reversed order")
     _tmux("send-keys", "-t", tmux_session, "q")
     _wait(lambda: "TOP-DONE-0" in _tmux("capture-pane", "-p", "-t", tmux_session).stdout,
           "top to quit", timeout=20)
