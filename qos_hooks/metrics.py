@@ -105,6 +105,7 @@ class DevStats:
     classes: Dict[str, ClassStats] = field(default_factory=dict)
     htb_default: Optional[int] = None
     ingress: Optional[ClassStats] = None
+    time: float = 0.0        # time.monotonic() when the link counters were dumped
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Vnic:
     shaper: Dict[str, ClassStats] = field(default_factory=dict)     # htb class by direction
     policer_dropped: Dict[str, int] = field(default_factory=dict)   # by direction
     drift: bool = False
+    time: float = 0.0          # time.monotonic() when the counters were read
 
     def labels(self):
         return (self.domain, self.domain_uuid, self.mac, self.ifname, self.bridge, self.backend)
@@ -141,7 +143,8 @@ class Vnic:
                 "counters": {d: vars(v) for d, v in self.counters.items()},
                 "counter_source": self.counter_source,
                 "shaper": {d: vars(v) for d, v in self.shaper.items()},
-                "policer_dropped": dict(self.policer_dropped), "drift": self.drift}
+                "policer_dropped": dict(self.policer_dropped), "drift": self.drift,
+                "time": self.time}
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ def read_devices(names, netns=None):
         links = {}
         for link in ipr.get_links():
             links[link.get_attr("IFLA_IFNAME")] = link
+        read_at = time.monotonic()
         wanted = {links[n]["index"] for n in names if n in links}
         qdiscs = {}
         for q in ipr.get_qdiscs():
@@ -239,7 +243,7 @@ def read_devices(names, netns=None):
                     h = tc.handle_str(c["handle"])
                     b, p, d, o, bl, ql = _stats2(c)
                     classes[h] = ClassStats(h, int(rate), int(ceil), b, p, d, o, bl, ql)
-            out[name] = DevStats(name, True, counters, classes, default, ingress)
+            out[name] = DevStats(name, True, counters, classes, default, ingress, read_at)
     finally:
         ipr.close()
     return out
@@ -318,20 +322,28 @@ def _ovs_limits(snap, port, iface):
     return limits
 
 
-def _ovs_drift(snap, port, kport):
-    """What ``qos-hooks status`` says for a port carrying qos-hooks rows."""
+def _ovs_drift(snap, port, kport, bandwidth=None):
+    """What ``qos-hooks status`` says for this port: against the domain XML's
+    ``<bandwidth>`` when the domain is known (as ``status DOMAIN_XML``), else
+    against qos-hooks' own rows on the port (as ``status``); a port with
+    neither is not compared."""
     from . import ovs_backend, tc
-    from .ovs_plan import ovsdb_differences
-    settings, owner = ovs_backend._owned_settings(snap, port)
-    if owner is None:
-        return False
+    from .ovs_plan import map_bandwidth, ovsdb_differences
+    if bandwidth is not None:
+        settings, _ = map_bandwidth(bandwidth, port.name)
+    else:
+        settings, owner = ovs_backend._owned_settings(snap, port)
+        if owner is None:
+            return False
     diffs = ovsdb_differences(snap, port, settings) + tc.kernel_differences(
         port.name, settings, kport)
     return any(d.fatal for d in diffs)
 
 
-def collect_ovs(remote, timeout, netns, by_dev, problems):
-    """[Vnic] for the VM ports on OVS (``by_dev``: target dev -> (name, uuid, mac))."""
+def collect_ovs(remote, timeout, netns, by_dev, problems, desired=None):
+    """[Vnic] for the VM ports on OVS (``by_dev``: target dev -> (name, uuid, mac);
+    ``desired``: target dev -> the domain XML's Bandwidth of OVS interfaces)."""
+    desired = desired or {}
     from . import ovsdb, tc
     from .ovs_plan import IFNAME_KEY, MAC_KEY, OWNER_KEY
     deadline = ovsdb.Deadline(timeout)
@@ -343,6 +355,7 @@ def collect_ovs(remote, timeout, netns, by_dev, problems):
                 bridge_of[p.name] = row.name
         for row in conn.idl.tables["Interface"].rows.values():
             stats[row.name] = {k: int(v) for k, v in dict(row.statistics or {}).items()}
+        ovsdb_at = time.monotonic()
     picked = []
     for port in sorted(snap.ports.values(), key=lambda p: p.name):
         iface = snap.interface_of(port)
@@ -366,22 +379,24 @@ def collect_ovs(remote, timeout, netns, by_dev, problems):
         mac = mac or ids.get("attached-mac") or ids.get(MAC_KEY) or qids.get(MAC_KEY) or ""
         ifname = ids.get(IFNAME_KEY) or port.name
         dev = devs[port.name]
+        read_at = dev.time
         if dev.exists:
             counters, source = _kernel_counters(dev), "kernel"
         else:
+            read_at = ovsdb_at
             counters = _ovsdb_counters(stats.get(iface.name if iface else port.name))
             counters, source = (counters, "ovsdb") if counters else ({}, "")
         shaper = {"inbound": dev.classes["1:1"]} if "1:1" in dev.classes else {}
         policer = {"outbound": dev.ingress.drops} if dev.ingress is not None else {}
         try:
-            drift = _ovs_drift(snap, port, kports[port.name])
+            drift = _ovs_drift(snap, port, kports[port.name], desired.get(port.name))
         except Exception as e:   # a status bug must not hide the counters
             problems.append("drift of %s: %s" % (port.name, e))
             drift = False
         out.append(Vnic(by_dev.get(port.name, ("",))[0] or dom, uuid, mac.lower(), ifname,
                         bridge_of.get(port.name, ""), BACKEND_OVS,
                         _ovs_limits(snap, port, iface), counters, source, shaper, policer,
-                        drift))
+                        drift, read_at))
     return out
 
 
@@ -415,7 +430,7 @@ def collect_taps(docs, netns):
             counters = {"inbound": counters["outbound"], "outbound": counters["inbound"]}
         out.append(Vnic(doc.name or "", doc.uuid or "", (st.mac or "").lower(), st.dev,
                         bridge, BACKEND_TAP, limits, counters, "kernel" if counters else "",
-                        shaper, policer, st.drift))
+                        shaper, policer, st.drift, dev.time))
     return out
 
 
@@ -454,16 +469,19 @@ def collect(remote, timeout, netns=None, domain_xmls=None, libvirt_uri=DEFAULT_L
     except QosHooksError as e:
         up["libvirt"] = False
         problems.append("libvirt: %s" % e)
-    by_dev = {}
+    by_dev, desired = {}, {}
     for doc in docs:
         for i in doc.interfaces():
             if i.target_dev:
                 by_dev[i.target_dev] = (doc.name or "", doc.uuid or "", i.mac or "")
+                if i.on_ovs and i.supports_bandwidth:
+                    from .policy import Bandwidth
+                    desired[i.target_dev] = i.bandwidth or Bandwidth()
     vnics = []
     ovs_present = not (remote.startswith("unix:") and not os.path.exists(remote[5:]))
     if ovs_present:
         try:
-            vnics += collect_ovs(remote, timeout, netns, by_dev, problems)
+            vnics += collect_ovs(remote, timeout, netns, by_dev, problems, desired)
             up["ovsdb"] = True
         except QosHooksError as e:
             up["ovsdb"] = False

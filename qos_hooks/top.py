@@ -5,7 +5,7 @@ vNIC, configured average in and out, measured rate in and out over the last
 interval, percent of the limit, limiter drops per second, and a DRIFT marker.
 The numbers are the ones ``qos-hooks metrics`` exports (qos_hooks.metrics
 collects both): rates are the difference of two collections' byte counters
-divided by the time between them; drops per second count the htb class's and
+divided by the time between the two counter reads; drops per second count the htb class's and
 the policer's drops.  "in"/"out" are the VM's inbound/outbound.
 
 Live mode uses curses (standard library).  Keys: ``d`` domain, ``n`` vNIC,
@@ -66,11 +66,14 @@ def _drops(v):
 
 def rows(prev, cur):
     """Rows for the vNICs of HostSample ``cur``, rates against ``prev``."""
-    dt = max(cur.time - prev.time, 1e-6)
+    dt_all = max(cur.time - prev.time, 1e-6)
     before = {_key(v): v for v in prev.vnics}
     out = []
     for v in cur.vnics:
         p = before.get(_key(v))
+        # the time between the two counter reads of THIS vNIC, not between the
+        # ends of the collections (a slow OVSDB answer would skew the rate)
+        dt = max(v.time - p.time, 1e-6) if p is not None and v.time and p.time else dt_all
         rate = {}
         for d in ("inbound", "outbound"):
             c, o = v.counters.get(d), p.counters.get(d) if p is not None else None

@@ -470,6 +470,32 @@ def test_top_without_terminal_prints_plain_tables(host):
     assert text.count("DOMAIN") >= 2 and "\x1b" not in text, text
 
 
+def test_drift_when_libvirt_put_its_own_qos_back(host):
+    """'virsh domiftune' makes libvirt point the Port at its own QoS (FIELD_NOTES
+    section 4): no qos-hooks row is on the port any more, but the domain XML
+    says what is wanted, so status DOMAIN_XML and the gauge both see drift."""
+    ids = ['external-ids:vm-id="%s"' % UUID, 'external-ids:ifname="vnet0"']
+    rate = ["other_config:min-rate=%d" % (AVERAGE * 8000),
+            "other_config:max-rate=%d" % (2 * AVERAGE * 8000)]
+    host.vsctl("set", "port", "vnet0", "qos=@q", "--", "--id=@q", "create", "qos",
+               "type=linux-htb", *rate, "queues:0=@q0", *ids, "--", "--id=@q0", "create",
+               "queue", *rate, *ids, wait=True)
+    try:
+        st = qos_hooks(host, "status", "--netns", host.netns, host.obs_xml, "--ovsdb", host.remote)
+        assert st.returncode == 7, st.stdout + st.stderr
+        s = parse(qos_hooks(host, "metrics", *host.obs_args).stdout)
+        assert value(s, "qos_hooks_vnic_drift", ifname="vnet0") == 1
+        # the limits are what the switch holds now: libvirt's peak as the QoS max-rate
+        assert value(s, "qos_hooks_vnic_limit_peak_bytes_per_second", ifname="vnet0",
+                     direction="inbound") == 2 * AVERAGE_BYTES
+    finally:
+        dq = DomainQos(UUID, DOMAIN, (InterfaceQos(MAC, "vnet0", Bandwidth(
+            inbound=Rate(average=AVERAGE))),))
+        ovs_backend.apply_domain(dq, remote=host.remote, timeout=20, netns=host.netns)
+    s = parse(qos_hooks(host, "metrics", *host.obs_args).stdout)
+    assert value(s, "qos_hooks_vnic_drift", ifname="vnet0") == 0
+
+
 # -- the systemd timer ---------------------------------------------------------------------
 
 def test_metrics_timer_and_service_verify(tmp_path):
