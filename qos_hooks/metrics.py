@@ -13,7 +13,8 @@ One collection (``collect``) reads, once per scrape:
   link counters (``IFLA_STATS64``), the htb classes with their statistics
   (``TCA_STATS2``: sent bytes/packets, drops, overlimits, backlog) and the
   ``ingress`` qdisc, whose drop counter counts the packets its police filter
-  shot (net/core/dev.c ``sch_handle_ingress``: ``TC_ACT_SHOT`` ->
+  shot (net/core/dev.c ``tc_run``, called by ``sch_handle_ingress``; before
+  Linux 6.6 ``sch_handle_ingress`` itself: ``TC_ACT_SHOT`` ->
   ``mini_qdisc_qstats_cpu_drop``);
 * libvirt (read-only connection, or domain XML documents handed in): domain
   names, and the taps of interfaces that are NOT on OVS, whose tc state libvirt
