@@ -767,7 +767,11 @@ def metrics_main(args):
         sys.stdout.write(render(collector))
         return 0
     address, port = parse_listen(args.listen)
-    server, _ = serve(address, port, collector)
+    try:
+        server, _ = serve(address, port, collector)
+    except OSError as e:
+        from .errors import UsageError
+        raise UsageError("--listen %s:%d: cannot listen there: %s" % (address, port, e.strerror))
     LOG.info("serving /metrics on %s:%d", address, server.server_address[1])
     sys.stderr.write("qos-hooks metrics: serving http://%s:%d/metrics\n"
                      % (address if ":" not in address else "[%s]" % address,

@@ -538,6 +538,42 @@ def test_observability_doc_lists_every_metric():
     assert "qos-hooks top" in text and str(metrics.DEFAULT_PORT) in text
 
 
+def test_listen_on_a_taken_port_is_a_usage_error(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    try:
+        r = subprocess.run([sys.executable, "-m", "qos_hooks", "metrics", "--listen",
+                            "127.0.0.1:%d" % s.getsockname()[1], "--domain-xml", os.devnull,
+                            "--ovsdb", "unix:%s" % (tmp_path / "none.sock")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=60, env=_env())
+    finally:
+        s.close()
+    assert r.returncode == 2 and "cannot listen there" in r.stderr, r.stderr
+
+
+def test_top_rates_and_sorting_from_two_samples():
+    """Pure: rates over each vNIC's own read interval; a counter that went
+    backwards (device re-created) gives no rate instead of a negative one."""
+    from qos_hooks import top
+    from qos_hooks.metrics import ClassStats, Counters, HostSample, Limit, Vnic
+
+    def vnic(name, t, inb, drops, avg=1000):
+        return Vnic("d-" + name, "", "", name, "br0", "ovs", {"inbound": Limit(avg)},
+                    {"inbound": Counters(inb, 0), "outbound": Counters(0, 0)}, "kernel",
+                    {"inbound": ClassStats("1:1", drops=drops)}, {}, False, t)
+    prev = HostSample(10.0, (vnic("a", 10.0, 0, 0), vnic("b", 10.0, 5000, 0)))
+    cur = HostSample(12.5, (vnic("a", 12.0, 2000, 4), vnic("b", 12.0, 100, 0)))
+    rows = {r.vnic: r for r in top.rows(prev, cur)}
+    assert rows["a"].rate_in == 1000.0 and rows["a"].percent_in == 100.0
+    assert rows["a"].drops_per_second == 2.0 and rows["a"].interval == 2.0
+    assert rows["b"].rate_in is None and rows["b"].percent_in is None
+    assert [r.vnic for r in top.sort_rows(rows.values(), "percent")] == ["a", "b"]
+    assert [r.vnic for r in top.sort_rows(rows.values(), "vnic", reverse=True)] == ["b", "a"]
+    assert top.fmt_rate(1000000) == "8.00Mbit/s" and top.fmt_rate(None) == "-"
+
+
 def test_listen_parsing():
     assert metrics.parse_listen("127.0.0.1:9999") == ("127.0.0.1", 9999)
     assert metrics.parse_listen("[::1]:10144") == ("::1", 10144)
