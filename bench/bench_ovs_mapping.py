@@ -21,8 +21,14 @@ Per run it prints: sustained rate / average (target: within 5%), bytes above
 average during the first second / burst (target: <= 1.10), and the highest
 100 ms rate in the first second / peak (how well the burst rate is capped).
 
+With ``--plot FILE.png`` it also draws (matplotlib, Agg backend) the
+measured rate over time of each mapping at the first average of --rates, with
+the configured average and peak as lines, and the bytes sent above the
+average against the configured burst: the picture in docs/ovs-mapping.md
+(regenerate: --rates 40 --plot docs/img/ovs-mapping-40mbit.png).
+
 Needs root, ovsdb-server, ovs-vswitchd, iperf3.  Takes about two minutes.
-Usage: python3 bench/bench_ovs_mapping.py [--seconds 8] [--rates 8,40,100]
+Usage: python3 bench/bench_ovs_mapping.py [--seconds 8] [--rates 8,40,100] [--plot FILE.png]
 """
 
 import argparse
@@ -134,12 +140,89 @@ def analyse(samples, seconds, avg_bps, peak_bps, burst_bytes):
     return sustained / avg_bps, excess / burst_bytes, top / peak_bps
 
 
+def start_time(samples):
+    """When traffic starts: the first sample 3000 bytes above the idle baseline."""
+    base = samples[0][1]
+    return next(t for t, b in samples if b - base > 3000) - 0.01
+
+
+def rate_curve(samples, seconds, window=0.1, step=0.05):
+    """[(seconds since start, bit/s over the window ending there)]."""
+    t0 = start_time(samples)
+    out, t = [], window
+    while t <= seconds:
+        out.append((t, (at(samples, t0 + t) - at(samples, t0 + t - window)) * 8 / window))
+        t += step
+    return out
+
+
+def excess_curve(samples, seconds, avg_bps, step=0.05):
+    """[(seconds since start, bytes sent above average * elapsed time)]."""
+    t0 = start_time(samples)
+    base = at(samples, t0)
+    out, t = [], 0.0
+    while t <= seconds:
+        out.append((t, at(samples, t0 + t) - base - avg_bps / 8.0 * t))
+        t += step
+    return out
+
+
+def plot(path, curves, seconds, avg_bps, peak_bps, burst_bytes):
+    """Write the rate-over-time picture: ``curves`` {mapping name: samples}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    styles = {"qos-hooks": ("tab:blue", "-"), "libvirt": ("tab:red", "-"),
+              "tbf-noop": ("tab:gray", ":")}
+    for name, samples in curves.items():
+        color, ls = styles.get(name, ("black", "--"))
+        xs, ys = zip(*rate_curve(samples, seconds))
+        width = 2.0 if name == "qos-hooks" else 1.2
+        top.plot(xs, [y / 1e6 for y in ys], color=color, linestyle=ls, linewidth=width,
+                 label="%s mapping" % name, zorder=3)
+        xs, ys = zip(*excess_curve(samples, seconds, avg_bps))
+        bottom.plot(xs, [y / 1024 for y in ys], color=color, linestyle=ls, linewidth=width,
+                    zorder=3)
+        if ys[-1] > 3 * burst_bytes:
+            bottom.annotate("%s: %d KiB at %gs (off scale)" % (name, ys[-1] / 1024, xs[-1]),
+                            xy=(xs[-1], 2.9 * burst_bytes / 1024), ha="right", va="top",
+                            fontsize=8, color=color)
+    top.axhline(avg_bps / 1e6, color="black", linewidth=0.8, linestyle="--", zorder=2,
+                label="configured average %g Mbit/s" % (avg_bps / 1e6))
+    if peak_bps:
+        top.axhline(peak_bps / 1e6, color="tab:green", linewidth=0.8, linestyle="--", zorder=2,
+                    label="configured peak %g Mbit/s" % (peak_bps / 1e6))
+    top.set_ylabel("rate into the VM, Mbit/s\n(100 ms windows)")
+    top.set_ylim(0, max(peak_bps or avg_bps, avg_bps) / 1e6 * 2.2)
+    top.legend(loc="upper right", fontsize=8)
+    top.set_title("VM inbound through OVS: <inbound average=%g Mbit/s peak=%g Mbit/s burst=%d KiB>"
+                  % (avg_bps / 1e6, (peak_bps or 0) / 1e6, burst_bytes // 1024), fontsize=9)
+    bottom.axhline(burst_bytes / 1024, color="tab:orange", linewidth=0.8, linestyle="--", zorder=2,
+                   label="configured burst %d KiB" % (burst_bytes // 1024))
+    bottom.set_ylim(-0.2 * burst_bytes / 1024, 3 * burst_bytes / 1024)
+    bottom.set_ylabel("KiB sent above\naverage x time")
+    bottom.set_xlabel("seconds since the first packet (iperf3 TCP, layer-2 bytes)")
+    bottom.legend(loc="upper left", fontsize=8)
+    for ax in (top, bottom):
+        ax.grid(True, linewidth=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rates", default="8,40,100", help="average rates, Mbit/s")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--plot", metavar="FILE.png",
+                    help="draw the rate-over-time curves at the first average of --rates")
     args = ap.parse_args()
+    if args.plot:
+        __import__("matplotlib")      # fail before two minutes of measuring
+    curves = {}
     reason = missing_requirement()
     if reason or not subprocess.run(["sh", "-c", "command -v iperf3"],
                                     stdout=subprocess.DEVNULL).returncode == 0:
@@ -160,6 +243,9 @@ def main():
                 setup(sb, avg, peak, burst)
                 time.sleep(1.0)               # full token buckets
                 samples = measure(sb, args.seconds)
+                if not curves or mbit == curves.get("mbit"):
+                    curves["mbit"] = mbit
+                    curves.setdefault("samples", {})[name] = samples
                 s, e, p = analyse(samples, args.seconds, avg * 8000, peak * 8000, burst * 1024)
                 ok = "ok" if abs(s - 1) <= 0.05 and e <= 1.10 else "MISSES TARGET"
                 print("%-9s %-10s %8s %8s %9s | %15.3f %17.2f %15.2f  %s" % (
@@ -193,6 +279,11 @@ def main():
             *["%.3f" % row[m]["sustained_over_average"] if m in row else "-"
               for m in ("qos-hooks", "libvirt", "tbf-noop")]))
     print("targets: sustained/avg within 1.00 +- 0.05; first-second excess <= 1.10 x burst")
+    if args.plot:
+        avg = curves["mbit"] * 125
+        plot(args.plot, curves["samples"], args.seconds, avg * 8000, 2 * avg * 8000,
+             avg // 4 * 1024)
+        print("plot: %s" % args.plot)
     if args.json:
         print(json.dumps(results, indent=1))
 

@@ -203,6 +203,42 @@ def _install_args(verb):
     return build
 
 
+def _args_observe(p):
+    # qos-hooks metrics / top (qos_hooks.metrics, qos_hooks.top): where to read
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("--netns", metavar="NAME",
+                   help="network namespace holding the port and tap devices (default: this "
+                        "process's)")
+    p.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI for domain names and Linux-bridge taps, read-only "
+                        "(default: qemu:///system)")
+    p.add_argument("--domain-xml", metavar="FILE", action="append",
+                   help="use this live domain XML instead of asking libvirt (repeatable)")
+
+
+def _args_metrics(p):
+    _args_observe(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--listen", metavar="ADDR:PORT", nargs="?", const="127.0.0.1:10144",
+                     help="serve /metrics over HTTP (default address 127.0.0.1:10144)")
+    out.add_argument("--textfile", metavar="PATH",
+                     help="write the node_exporter textfile-collector format to PATH "
+                          "atomically (temporary file + rename in the same directory)")
+
+
+def _args_top(p):
+    _args_observe(p)
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="refresh interval (default: 1)")
+    p.add_argument("--sort", default="percent",
+                   choices=("domain", "vnic", "rate_in", "rate_out", "percent", "drops"),
+                   help="initial sort key (default: percent of limit); keys d n i o p x "
+                        "change it live")
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
+
+
 COMMANDS = (
     ("dry-run", "qos_hooks.dryrun:main", "show the rewritten XML and the plan; touch nothing",
      DRY_RUN_HELP, _args_dry_run),
@@ -227,6 +263,16 @@ COMMANDS = (
      "libvirt put on the taps of the running domains, read through the libvirt API "
      "(--connect); exit 0 unless something drifted. --json always prints one document, "
      "with 'error' and 'exit_code' in it when the command failed.", _args_status),
+    ("metrics", "qos_hooks.metrics:metrics_main",
+     "per-vNIC QoS metrics for Prometheus (serve, textfile or stdout)",
+     "Collect per-vNIC limits, traffic, limiter drops and drift (OVSDB, netlink, libvirt) "
+     "and host network queues. --listen serves /metrics; --textfile writes the "
+     "node_exporter textfile format atomically; without either, print once. Metric "
+     "reference: docs/observability.md.", _args_metrics),
+    ("top", "qos_hooks.top:top_main", "live per-vNIC view: limits, rates, drops, drift",
+     "One line per vNIC refreshed every second: configured average in/out, measured rate "
+     "in/out, percent of the limit, limiter drops per second, DRIFT. Keys d n i o p x sort, "
+     "q quits; --once / --json print one snapshot.", _args_top),
     ("resync", "qos_hooks.hostnet:resync_main",
      "re-apply remembered host network QoS on OVS (after an ovs-vswitchd restart)",
      "Re-apply the host network QoS that the last setupNetworks left on the OVS switch "

@@ -119,7 +119,9 @@ def fetch_schema(remote, deadline):
 class Connection:
     """An IDL replica of the tables in COLUMNS, opened within ``deadline``."""
 
-    def __init__(self, remote, deadline):
+    def __init__(self, remote, deadline, extra_columns=None):
+        """``extra_columns``: {table: (column, ...)} replicated on top of
+        COLUMNS (qos_hooks.metrics adds Bridge and Interface statistics)."""
         self.remote = remote
         self.deadline = deadline
         self.idl = None
@@ -128,7 +130,11 @@ class Connection:
         schema_json = fetch_schema(remote, deadline)
         helper = self.ovs.db.idl.SchemaHelper(schema_json=schema_json)
         tables = schema_json.get("tables", {})
-        for table, cols in COLUMNS.items():
+        wanted = {t: list(c) for t, c in COLUMNS.items()}
+        for table, cols in (extra_columns or {}).items():
+            wanted.setdefault(table, [])
+            wanted[table] += [c for c in cols if c not in wanted[table]]
+        for table, cols in wanted.items():
             have = tables.get(table, {}).get("columns", {})
             helper.register_columns(table, [c for c in cols if c in have])
         self.idl = self.ovs.db.idl.Idl(remote, helper, leader_only=False)

@@ -40,6 +40,40 @@ def test_mapping_analysis_on_a_synthetic_trace():
     assert 0.95 < top < 1.05
 
 
+def test_mapping_plot_on_a_synthetic_trace(tmp_path):
+    """--plot draws a small PNG from measured samples (matplotlib, Agg)."""
+    b = _bench("bench_ovs_mapping")
+    avg, peak, burst = 8e6, 16e6, 256 * 1024
+    traces = {}
+    for name, sustained in (("qos-hooks", avg), ("libvirt", peak)):
+        samples, t, total, sent_burst = [(100.0, 0.0)], 100.0, 0.0, 0.0
+        while t < 109.0:
+            t += 0.01
+            rate = peak if sent_burst < burst else sustained
+            if rate == peak:
+                sent_burst += (peak - avg) / 8 * 0.01
+            total += rate / 8 * 0.01
+            samples.append((t, total))
+        traces[name] = samples
+    curve = b.rate_curve(traces["qos-hooks"], 8)
+    assert abs(curve[-1][1] / avg - 1) < 0.01 and abs(curve[0][1] / peak - 1) < 0.05
+    excess = b.excess_curve(traces["qos-hooks"], 8, avg)
+    assert abs(excess[-1][1] / burst - 1) < 0.05
+    out = tmp_path / "plot.png"
+    b.plot(str(out), traces, 8, avg, peak, burst)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10000 < len(data) < 200000
+
+
+def test_committed_mapping_plot_is_shown_and_small():
+    doc = os.path.join(ROOT, "docs", "ovs-mapping.md")
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    assert "](img/ovs-mapping-40mbit.png)" in text
+    png = os.path.join(ROOT, "docs", "img", "ovs-mapping-40mbit.png")
+    assert os.path.getsize(png) < 150000
+
+
 def test_apply_bench_runs_on_a_few_ports():
     require()
     p = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "bench_ovs_apply.py"),
