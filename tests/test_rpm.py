@@ -103,8 +103,9 @@ def test_main_package(built):
     expected = ph.expected_modes([inst.COMMON])
     expected["/usr/bin/qos-hooks"] = 0o755
     docs = {p for p, (_, _, _, flags) in files.items() if p.startswith("/usr/share/doc/")}
-    man = {p for p in files if p.startswith("/usr/share/man/man1/qos-hooks.1")}
-    assert len(man) == 1
+    man = {p for p in files if p.startswith(("/usr/share/man/man1/qos-hooks.1",
+                                             "/usr/share/man/man5/qos-hooks.conf.5"))}
+    assert len(man) == 2, sorted(man)
     assert any(p.endswith("/operator-guide.md") for p in docs)
     assert sorted(set(files) - docs - man) == sorted(expected)
     for path, mode in expected.items():

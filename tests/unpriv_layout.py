@@ -54,7 +54,11 @@ def readable_copy(parts=("qos_hooks", "hooks")):
 def helper_python(base):
     """An interpreter whose site-packages hold the copy in ``base`` (for root's
     helper, which sudo starts with a clean environment): a venv inside
-    ``base`` on this interpreter, with its site packages (lxml, ovs)."""
+    ``base`` on this interpreter, with its site packages (lxml, ovs, pyroute2).
+
+    When this interpreter is itself a venv (make check's .venv/), a new venv
+    would see only the base interpreter's packages: a .pth file names this
+    interpreter's own site-packages directories instead."""
     venv = os.path.join(base, "helper-venv")
     python = os.path.join(venv, "bin", "python")
     if os.path.exists(python):
@@ -64,6 +68,11 @@ def helper_python(base):
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     _copy(os.path.join(base, "lib", "qos_hooks"), os.path.join(site, "qos_hooks"))
+    import site as _site
+    outer = [p for p in _site.getsitepackages() + [_site.getusersitepackages()]
+             if os.path.isdir(p)]
+    with open(os.path.join(site, "zz-outer-site.pth"), "w") as f:
+        f.write("".join(p + "\n" for p in outer))   # after the copy: ours wins
     return python
 
 
