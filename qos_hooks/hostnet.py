@@ -85,6 +85,11 @@ HOOK_AFTER_FAIL = "after_network_setup_fail"
 DEFAULT_ON_ERROR = {HOOK_BEFORE: "fail", HOOK_AFTER: "continue",
                     HOOK_AFTER_FAIL: "continue"}
 
+# The exit code of a failure under on_error=fail: 2 for before_network_setup,
+# so VDSM's HookError carries our stderr (it reports the LAST script run,
+# lib/vdsm/common/hooks.py _runHooksDir; qos_hooks.hooks.FAIL_EXIT).
+FAIL_EXIT = {HOOK_BEFORE: 2}
+
 # Slack on top of ovsdb_timeout (which bounds each OVSDB call) for process
 # start and the OpenFlow bundle: a network hook never runs longer than
 # ovsdb_timeout + HOOK_MARGIN seconds, whatever OVSDB or ovs-vswitchd do.
@@ -869,16 +874,17 @@ HANDLERS = {HOOK_BEFORE: before_network_setup, HOOK_AFTER: after_network_setup,
 def vdsm_main(hook_point, environ=None):
     """Entry point of the network hook executables; returns the exit code.
 
-    0 on success; 1 on failure when the failure policy of the hook point is
+    0 on success; on failure when the failure policy of the hook point is
     ``fail`` (``on_error.<hook_point>`` in [settings], defaults in
     DEFAULT_ON_ERROR: a bad hostQos stops setupNetworks before VDSM changes
-    anything).  Never 2: other hooks in the directory still run.
+    anything): 2 for before_network_setup (VDSM then reports our message and
+    skips the scripts after ours, FAIL_EXIT), 1 for the after_* points.
     """
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point})
     return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
                         environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
-                        margin=HOOK_MARGIN)
+                        margin=HOOK_MARGIN, fail_exit=FAIL_EXIT)
 
 
 # -- status -----------------------------------------------------------------------------

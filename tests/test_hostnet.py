@@ -153,10 +153,15 @@ def test_invalid_requests_fail_naming_network_and_value(env, qos, words):
         run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
                      base_env=env)
     res = ei.value.result
-    assert res.rcs == (1,)                # 1, not 2: other hooks still run
-    assert res.data == req                # nothing changed
+    # exit 2: VDSM reports the stderr of the last script run, so ours stops
+    # the loop (qos_hooks.hostnet.FAIL_EXIT); VDSM raises before it reads
+    # the file back (lib/vdsm/common/hooks.py _runHooksDir)
+    assert res.rcs == (2,)
+    assert res.data is None
+    assert ei.value.value == (res.runs[-1].stderr.encode("utf-8"),)
     for w in words:
         assert w in res.stderr, (w, res.stderr)
+        assert w in ei.value.value[0].decode("utf-8")    # what the engine is sent
 
 
 def test_upper_limit_alone_is_refused_even_untagged():
@@ -376,7 +381,7 @@ def test_hook_without_hook_json_fails(env):
     p = subprocess.run([sys.executable, os.path.join(HOOKS, "before_network_setup",
                                                      "50_qos_hooks")],
                        env=e, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert p.returncode == 1 and b"_hook_json" in p.stderr
+    assert p.returncode == 2 and b"_hook_json" in p.stderr
 
 
 def test_hook_dirs_hold_only_the_executable():
