@@ -200,6 +200,84 @@ def test_before_nic_hotplug_bad_profile_aborts_the_hotplug(make_env):
         run("before_nic_hotplug", iface_xml(MAC1), make_env(), params={"qos_profile": "nope"})
 
 
+# -- which message reaches the engine (issue 10, item 2) ----------------------------
+
+def _with_silent_neighbour(tmp_path, point):
+    """Our executable as 50_qos_hooks plus a script that sorts after it and
+    succeeds silently, as ovirt-provider-ovn's before_nic_hotplug hook does."""
+    d = tmp_path / point
+    d.mkdir()
+    shutil.copy(os.path.join(hook_dir(point), "50_qos_hooks"), d / "50_qos_hooks")
+    (d / "60_silent").write_text("#!/bin/sh\nexit 0\n")
+    (d / "60_silent").chmod(0o755)
+    return str(d)
+
+
+@pytest.mark.parametrize("point,data,kw", [
+    ("before_vm_start", domain_xml(iface_xml(MAC0)), {"vm_custom": {"qos_profile": "nope"}}),
+    ("before_nic_hotplug", iface_xml(MAC1), {"params": {"qos_profile": "nope"}}),
+    ("before_update_device", iface_xml(MAC1), {"params": {"qos_profile": "nope"}}),
+])
+def test_our_message_is_the_hook_error_with_a_silent_script_after_us(tmp_path, make_env,
+                                                                      point, data, kw):
+    """VDSM raises HookError with the stderr of the LAST script it ran
+    (lib/vdsm/common/hooks.py _runHooksDir; before_vm_start: errors[-1]).
+    Exit 2 stops the loop at our script, so the engine gets our message,
+    not ``Hook Error: (b'',)`` (tests/test_vdsm_runner.py shows the b''
+    with exit 1)."""
+    d = _with_silent_neighbour(tmp_path, point)
+    with pytest.raises(HookError) as e:
+        run_hook_dir(d, data, hook_point=point, base_env=make_env(), vm_id=UUID, **kw)
+    assert e.value.result.rcs == (2,)
+    (msg,) = e.value.value
+    assert b"unknown profile 'nope'" in msg and msg.startswith(b"qos-hooks[")
+    assert str(e.value).startswith("Hook Error: (b\"qos-hooks[")
+
+
+def test_after_hook_failure_lets_the_next_script_run(tmp_path, make_env):
+    """after_*: VDSM ignores errors (raiseError=False), so on_error=fail exits
+    1 and the scripts after ours still run."""
+    d = _with_silent_neighbour(tmp_path, "after_vm_start")
+    env = make_env(remote="unix:/nonexistent", timeout=1,
+                   extra="on_error.after_vm_start = fail")
+    live = domain_xml(iface_xml(MAC0, target="vnet0", bandwidth="<inbound average='1000'/>"))
+    res = run_hook_dir(d, live, hook_point="after_vm_start", base_env=env, vm_id=UUID)
+    assert res.rcs == (1, 0)
+
+
+# -- the XML as VDSM and the engine shape it --------------------------------------------
+
+def test_before_vm_start_on_build_domain_xml_shape(make_env):
+    """vm.py _buildDomainXML: ElementTree output, namespace declarations on
+    <domain>, the vNIC with custom properties moved to the end of <devices>."""
+    from tests.vdsm_runner import build_domain_xml
+    xml = domain_xml(iface_xml(MAC0)).replace(
+        "<ovirt-vm:custom/>",
+        "<ovirt-vm:custom><ovirt-vm:qos_profile>silver</ovirt-vm:qos_profile></ovirt-vm:custom>")
+    xml = xml.replace("<devices>", "<devices>\n    <controller type='usb'/>")
+    shaped = build_domain_xml(xml)
+    assert shaped.index("<controller") < shaped.index("<interface")
+    res = run("before_vm_start", shaped, make_env(), vm_id=UUID)
+    assert res.rcs == (0,), res.stderr
+    assert "<inbound average='250'/>" in q(res.data)       # the vNIC's profile
+
+
+def test_before_nic_hotplug_on_the_engine_hotplug_shape(make_env):
+    """ovirt-engine buildHotplugNic -> vm.py hotplugNic: the hook gets the
+    bare <interface> with the engine's empty <bandwidth/>, and the vNIC's
+    custom properties from <metadata> as params."""
+    from tests.vdsm_runner import engine_hotplug_xml, hotplug_nic_xml
+    eng = engine_hotplug_xml("<interface type='bridge'><mac address='%s'/>"
+                             "<source bridge='ovirtmgmt'/><alias name='ua-1'/>"
+                             "<bandwidth/></interface>" % MAC1, {"qos_profile": "silver"})
+    nic, params = hotplug_nic_xml(eng)
+    assert "<bandwidth />" in nic
+    res = run("before_nic_hotplug", nic, make_env(), vm_id=UUID, params=params)
+    assert res.rcs == (0,), res.stderr
+    assert res.data.count("<bandwidth") == 1
+    assert "<inbound average='250'/>" in q(res.data)
+
+
 def test_before_update_device_keeps_engine_qos_and_fills_gaps(make_env):
     # the engine's new vNIC QoS (inbound) stays; the profile fills outbound
     xml = iface_xml(MAC1, bandwidth="<inbound average='3000'/>")
@@ -422,3 +500,32 @@ def test_a_hanging_helper_is_killed_and_the_hook_bounded(tmp_path, make_env):
     finally:
         p.kill()
         p.wait()
+
+
+@pytest.mark.parametrize("point,extra", [
+    ("after_vm_start", ""),
+    # continue: exit 0, so the script after ours runs (exit 2 would stop the
+    # loop and leave VDSM -- and the runner -- blocked reading the FIFO)
+    ("before_vm_start", "on_error.before_vm_start = continue"),
+])
+def test_watchdog_is_the_only_bound(tmp_path, make_env, point, extra):
+    """VDSM waits for a hook without a timeout (_runHooksDir: communicate()),
+    and so does the runner: the hook's own watchdog must end it.  A script
+    before ours swaps the data file for a FIFO with no writer, so our hook
+    blocks in open(2) forever; the watchdog (ovsdb_timeout + HOOK_MARGIN)
+    exits by the failure policy, and a script after ours puts a file back
+    for VDSM to re-read."""
+    d = tmp_path / point
+    d.mkdir()
+    shutil.copy(os.path.join(hook_dir(point), "50_qos_hooks"), d / "50_qos_hooks")
+    (d / "10_fifo").write_text('#!/bin/sh\nrm -f "$_hook_domxml"\nmkfifo "$_hook_domxml"\n')
+    (d / "90_restore").write_text('#!/bin/sh\nrm -f "$_hook_domxml"\n'
+                                  'printf "<domain/>" > "$_hook_domxml"\n')
+    for n in ("10_fifo", "90_restore"):
+        (d / n).chmod(0o755)
+    env = make_env(timeout=1, extra=extra)
+    res = run_hook_dir(str(d), domain_xml(iface_xml(MAC0)), hook_point=point,
+                       base_env=env, vm_id=UUID)
+    assert res.rcs == (0, 0, 0)
+    assert "%s exceeded its bound of 5.0s" % point in res.stderr
+    assert "on_error=continue" in res.stderr and res.data == "<domain/>"

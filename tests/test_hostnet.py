@@ -164,6 +164,26 @@ def test_invalid_requests_fail_naming_network_and_value(env, qos, words):
         assert w in ei.value.value[0].decode("utf-8")    # what the engine is sent
 
 
+def test_our_message_reaches_the_engine_with_a_silent_script_after_us(env, tmp_path):
+    """before_network_setup runs with raiseError (lib/vdsm/common/hooks.py):
+    HookError carries the stderr of the last script run.  With a script
+    sorting after ours that succeeds silently, exit 1 would report b''; our
+    exit 2 stops the loop, so setupNetworks fails with our message."""
+    import shutil
+    d = tmp_path / "before_network_setup"
+    d.mkdir()
+    shutil.copy(os.path.join(HOOKS, "before_network_setup", "50_qos_hooks"), d / "50_qos_hooks")
+    (d / "60_silent").write_text("#!/bin/sh\nexit 0\n")
+    (d / "60_silent").chmod(0o755)
+    req = engine_request({"vm10": {"nic": "eth1", "vlan": 10,
+                                   "hostQos": {"out": {"ls": {"m2": 0}}}}})
+    with pytest.raises(HookError) as ei:
+        run_hook_dir(str(d), req, kind=JSON, base_env=env)
+    assert ei.value.result.rcs == (2,)
+    (msg,) = ei.value.value
+    assert b"network 'vm10'" in msg and b"weight of 0" in msg
+
+
 def test_upper_limit_alone_is_refused_even_untagged():
     with pytest.raises(InputError) as ei:
         hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(None, 10)}}, CFG)

@@ -327,6 +327,10 @@ def engine_hotplug_xml(interface_xml, device_custom=None, alias=None, mac=None):
     ``<hotplug><devices><interface/></devices><metadata><ovirt-vm:vm>
     <ovirt-vm:device alias mac_address><ovirt-vm:custom>...``."""
     iface = ET.fromstring(interface_xml)
+    for el in iface.iter():          # the engine's XMLStreamWriter never indents
+        if el.text is not None and not el.text.strip():
+            el.text = None
+        el.tail = None
     if mac is None and iface.find("mac") is not None:
         mac = iface.find("mac").get("address")
     if alias is None and iface.find("alias") is not None:
