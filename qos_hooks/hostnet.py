@@ -789,6 +789,15 @@ def before_network_setup(env, config, logger):
     return 0
 
 
+def vdsm_applied_host_qos(attrs):
+    """Whether VDSM's ``_setup_qos`` applies this network's ``hostQos`` itself
+    (lib/vdsm/network/netswitch/configurator.py ``_get_qos_out``: a non-empty
+    ``hostQos["out"]``), which it does whenever before_network_setup did not
+    take it out."""
+    q = attrs.get("hostQos") if isinstance(attrs, dict) else None
+    return isinstance(q, dict) and bool(q.get("out"))
+
+
 def _removed(attrs):
     return isinstance(attrs, dict) and attrs.get("remove") in (True, "true", "True", 1, "1")
 
@@ -818,7 +827,19 @@ def after_network_setup(env, config, logger):
                 continue
             entry = st.pending.pop(net, None)
             if entry is None:
-                # the before hook did not see this network (not installed then?):
+                # the before hook did not see this network: a setupNetworks that
+                # changes the switch type takes _change_switch_type
+                # (lib/vdsm/network/api.py), which skips before_network_setup,
+                # or the hook was not installed then.  VDSM's _setup_qos
+                # (netswitch/configurator.py) then applied hostQos itself, as
+                # hfsc on the uplink, although the network is on OVS: apply the
+                # OVS equivalent and remove VDSM's qdisc (reconcile evict_vdsm).
+                if vdsm_applied_host_qos(attrs):
+                    logger.warning(
+                        "network %r: before_network_setup did not see this setupNetworks "
+                        "(VDSM skips it when the switch type changes): VDSM applied its "
+                        "hostQos itself as hfsc on %s; qos-hooks moves it to the OVS "
+                        "switch", net, _uplink(attrs))
                 # validate what VDSM was asked for
                 d = [x for x in decide({net: attrs}, config) if x.network == net]
                 entry = _entry(d[0]) if d else {"hostQos": None, "uplink": _uplink(attrs),
@@ -839,7 +860,7 @@ def after_network_setup(env, config, logger):
         remote = config.settings.ovsdb
         timeout = config.settings.ovsdb_timeout
         results = hostnet_ovs.reconcile(st.applied, sorted(touched), remote, timeout,
-                                        logger=logger)
+                                        logger=logger, evict_vdsm=True)
     failed = [r for r in results if r.error]
     for r in results:
         if r.error:
