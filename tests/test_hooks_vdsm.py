@@ -190,7 +190,10 @@ def test_before_nic_hotplug_uses_the_vnic_property(make_env):
 
 
 def test_before_nic_hotplug_replaces_empty_engine_bandwidth(make_env):
-    res = run("before_nic_hotplug", iface_xml(MAC1, bandwidth=""), make_env(), vm_id=UUID)
+    # iface_xml(bandwidth="") wrote no <bandwidth> at all: the engine's empty one
+    xml = iface_xml(MAC1).replace("<model", "<bandwidth/>\n      <model")
+    assert "<bandwidth/>" in xml
+    res = run("before_nic_hotplug", xml, make_env(), vm_id=UUID)
     assert res.data.count("<bandwidth") == 1
     assert "<inbound average='1000' peak='2000' burst='256'/>" in q(res.data)
 
