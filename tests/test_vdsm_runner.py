@@ -299,3 +299,14 @@ def test_hotplug_xml_shapes_like_engine_and_vdsm():
     assert nic.startswith("<?xml version='1.0' encoding='utf-8'?>\n<interface type=\"bridge\">"
                           "<mac address=\"52:54:00:00:00:02\" />")
     assert params == {"qos_profile": "gold"}
+
+
+def test_interface_getxml_has_no_virtualport_and_no_target():
+    """vmdevices/network.py Interface.getXML: what update/unplug hooks get."""
+    x = vr.interface_getxml("52:54:00:00:00:03", "ovirtmgmt", alias="ua-3",
+                            bandwidth={"inbound": {"average": 1000, "peak": 2000}})
+    assert x.startswith("<?xml version='1.0' encoding='utf-8'?>\n<interface type=\"bridge\">\n"
+                        "    <mac address=\"52:54:00:00:00:03\" />")
+    assert '<inbound average="1000" peak="2000" />' in x
+    assert "virtualport" not in x and "<target" not in x
+    assert x.index("<bandwidth>") < x.index("<alias")

@@ -364,3 +364,30 @@ def hotplug_nic_xml(engine_xml):
         if c is not None:
             custom.update({ch.tag.split("}")[-1]: ch.text or "" for ch in c})
     return _et_tostring(nic), custom
+
+
+def interface_getxml(mac, bridge, *, bandwidth=None, alias=None, model="virtio", mtu=None,
+                     link="up"):
+    """The vNIC XML VDSM hands to before/after_update_device and
+    after_nic_hotunplug: lib/vdsm/virt/vmdevices/network.py
+    ``Interface.getXML`` (mac, model, source bridge, mtu, link, bandwidth
+    from specParams, alias; NO <virtualport>, NO <target dev>), serialised
+    by xmlutils.tostring(pretty=True) (vm.py setLinkAndNetwork /
+    hotunplugNic).  ``bandwidth``: {"inbound": {"average": ...}, ...}."""
+    iface = ET.Element("interface", type="bridge")
+    ET.SubElement(iface, "mac", address=mac)
+    if model:
+        ET.SubElement(iface, "model", type=model)
+    ET.SubElement(iface, "source", bridge=bridge)
+    if mtu is not None:
+        ET.SubElement(iface, "mtu", size=str(mtu))
+    if link is not None:
+        ET.SubElement(iface, "link", state=link)
+    if bandwidth and ("inbound" in bandwidth or "outbound" in bandwidth):
+        bw = ET.SubElement(iface, "bandwidth")
+        for key in ("inbound", "outbound"):
+            if bandwidth.get(key):
+                ET.SubElement(bw, key, **{k: str(v) for k, v in bandwidth[key].items()})
+    if alias:
+        ET.SubElement(iface, "alias", name=alias)
+    return _et_tostring(iface, pretty=True)
