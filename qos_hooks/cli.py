@@ -192,6 +192,13 @@ def _args_set(p):
                    help="change the persistent definition (virsh's --config)")
 
 
+def _args_check(p):
+    _common_config(p)
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object on stdout: the profiles when valid, the error "
+                        "(path, line, profile, key, value, allowed) when not")
+
+
 def _install_args(verb):
     def build(p):
         p.add_argument("--vdsm", action="store_true",
@@ -284,6 +291,14 @@ COMMANDS = (
      "Apply a profile to a running domain through the libvirt API "
      "(setInterfaceParameters, setBlockIoTune, setSchedulerParametersFlags), then the "
      "OVS backend for OVS ports.", _args_set),
+    ("check", "qos_hooks.check:main", "validate a policy file; exit 3 when it is invalid",
+     "Validate the policy file without a domain, with the parser the hooks use: every "
+     "section and key, every value in range, default_profile naming an existing profile, "
+     "and the host.* keys of every profile as a valid set of curves. A file the hooks "
+     "cannot read makes every hook point with on_error=fail fail (by default every VM "
+     "start, NIC hotplug, vNIC update and setupNetworks), so run this before swapping a "
+     "new policy in. Exit 0 when valid, 3 with FILE:LINE: profile, key, value and the "
+     "allowed range when not.", _args_check),
     ("install", "qos_hooks.install:install_main", "install hooks into VDSM/libvirt directories",
      "Install the same files, modes and sudoers drop-in as the RPMs.", _install_args("install")),
     ("uninstall", "qos_hooks.install:uninstall_main", "remove what 'install' installed",

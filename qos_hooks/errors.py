@@ -20,8 +20,8 @@ Exit codes of the ``qos-hooks`` command (documented in ``qos-hooks --help``):
 ====  =====================================================================
 
 Hook executables do NOT use these codes directly: VDSM treats exit code 2 as
-"error, skip the remaining hooks", so hooks map every failure to 0 or 1
-(see qos_hooks.hooks).
+"error, skip the remaining hooks", so hooks map every failure to 0, 1 or 2
+(see qos_hooks.hooks.FAIL_EXIT).
 """
 
 EXIT_OK = 0

@@ -7,8 +7,10 @@ to import: before_vm_start imports it on every VM start.
 
 Failure policy: ``[settings] on_error`` / ``on_error.<key>`` = fail|continue,
 where ``key`` is the VDSM hook point or ``qemu.<operation>``; each entry
-module passes its own defaults.  ``fail`` exits 1 (never 2: VDSM would skip
-the other hooks in the directory), ``continue`` logs and exits 0.
+module passes its own defaults.  ``continue`` logs and exits 0.  ``fail``
+exits with the code the entry module maps ``key`` to in ``fail_exit`` (1 when
+absent): the VDSM hooks exit 2 where VDSM aborts the operation, so that
+VDSM reports OUR stderr (qos_hooks.hooks.FAIL_EXIT, docs/hooks.md).
 """
 
 import errno
@@ -21,14 +23,15 @@ FAIL = "fail"
 CONTINUE = "continue"
 
 
-def failure_exit(key, config, logger, defaults):
+def failure_exit(key, config, logger, defaults, fail_exit=None):
     """The exit code for a failed hook ``key`` under the failure policy."""
     mode = defaults.get(key, CONTINUE)
     if config is not None:
         mode = config.settings.on_error_for(key, mode)
     if mode == FAIL:
-        logger.error("on_error=fail for %s: exiting 1", key)
-        return 1
+        code = (fail_exit or {}).get(key, 1)
+        logger.error("on_error=fail for %s: exiting %d", key, code)
+        return code
     logger.warning("on_error=continue for %s: carrying on without QoS", key)
     return 0
 
@@ -43,7 +46,7 @@ def log_failure(exc, logger):
         logger.exception("internal error")
 
 
-def start_watchdog(key, config, logger, margin, defaults, before_exit=None):
+def start_watchdog(key, config, logger, margin, defaults, before_exit=None, fail_exit=None):
     """Bound the whole hook to ``ovsdb_timeout + margin`` seconds.
 
     A thread, so it fires even while the main thread is blocked in a system
@@ -59,7 +62,7 @@ def start_watchdog(key, config, logger, margin, defaults, before_exit=None):
         code = 1
         try:
             logger.error("%s exceeded its bound of %.1fs", key, bound)
-            code = failure_exit(key, config, logger, defaults)
+            code = failure_exit(key, config, logger, defaults, fail_exit)
             if before_exit is not None:
                 before_exit(code)
         finally:
@@ -70,11 +73,13 @@ def start_watchdog(key, config, logger, margin, defaults, before_exit=None):
     return t
 
 
-def run(key, handler, *, environ, logger, defaults, margin=None, on_failure=None):
+def run(key, handler, *, environ, logger, defaults, margin=None, on_failure=None,
+        fail_exit=None):
     """Load the config, bound the run (when ``margin`` is given), call
     ``handler(config)``; any failure goes through the failure policy.
 
-    ``on_failure(code)`` runs after a failure has been mapped to ``code``.
+    ``on_failure(code)`` runs after a failure has been mapped to ``code``;
+    ``fail_exit`` maps ``key`` to the exit code of ``on_error=fail`` (default 1).
     """
     config = None
     try:
@@ -83,11 +88,12 @@ def run(key, handler, *, environ, logger, defaults, margin=None, on_failure=None
         config = policy.load_config(environ=environ, missing_ok=True,
                                     trusted=os.geteuid() == 0)
         if margin is not None:
-            start_watchdog(key, config, logger, margin, defaults, before_exit=on_failure)
+            start_watchdog(key, config, logger, margin, defaults, before_exit=on_failure,
+                           fail_exit=fail_exit)
         return handler(config) or 0
     except Exception as e:  # every failure goes through the on_error policy
         log_failure(e, logger)
-        code = failure_exit(key, config, logger, defaults)
+        code = failure_exit(key, config, logger, defaults, fail_exit)
         if on_failure is not None:
             on_failure(code)
         return code

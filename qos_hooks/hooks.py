@@ -6,7 +6,9 @@ with no arguments, the daemon's environment plus custom properties as
 environment variables; domain-XML hooks rewrite the file named by
 ``$_hook_domxml`` in place.  Exit 0 = ok, 1 = error, 2 = error and skip the
 remaining hooks; any non-zero exit of a before_vm_start hook aborts the VM
-start.  stderr is logged by VDSM, stdout is discarded.
+start.  stderr is logged by VDSM, stdout is discarded.  Which exit code a
+failure uses is FAIL_EXIT below (docs/hooks.md, "Which message reaches the
+engine").
 
 This module must stay cheap to import: before_vm_start runs synchronously in
 every VM start (bench/bench_before_vm_start.py measures it).  The OVS, tc and
@@ -31,9 +33,26 @@ DEFAULT_ON_ERROR = {
     # hotplug / device update and the old state stays.
     "before_nic_hotplug": FAIL,
     "before_update_device": FAIL,
-    # after_* hooks: the VM already runs; VDSM only logs their failures, so
-    # the default is to log and exit 0 (on_error.<hook> = fail makes them
-    # exit 1, which VDSM logs as a hook error).
+    # after_* hooks: the VM already runs; VDSM only logs their failures (at
+    # INFO, like a success: ``rc=1 err=...``), so the default is to log and
+    # exit 0 (on_error.<hook> = fail makes them exit 1).
+}
+
+# The exit code of a failure under on_error=fail.  VDSM's HookError carries
+# the stderr of the LAST script it ran (lib/vdsm/common/hooks.py
+# _runHooksDir: ``raise exception.HookError(err)``; before_vm_start:
+# ``HookError(errors[-1])``, the last script that failed).  Exit 1 lets the
+# scripts after ours run -- ovirt-provider-ovn ships a before_nic_hotplug
+# hook sorting after 50_* -- and the engine then shows their (empty) stderr:
+# ``Hook Error: (b'',)``.  Exit 2 stops the loop right after us, so our message
+# is the one reported.  VDSM aborts the operation on ANY error at these
+# points, so the scripts skipped by exit 2 would have run for nothing.
+# after_* points: VDSM ignores the errors (raiseError=False) and reports
+# nothing, so exit 1 there: the scripts after ours still run.
+FAIL_EXIT = {
+    "before_vm_start": 2,
+    "before_nic_hotplug": 2,
+    "before_update_device": 2,
 }
 
 # Hook points that validate QoS on its way to VDSM: with on_error=continue a
@@ -171,7 +190,7 @@ def vdsm_main(hook_point, environ=None):
             drop_unvalidated_qos(env, logger)
     return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
                         environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
-                        margin=HOOK_MARGIN, on_failure=on_failure)
+                        margin=HOOK_MARGIN, on_failure=on_failure, fail_exit=FAIL_EXIT)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -95,6 +95,11 @@ HOOK_AFTER_FAIL = "after_network_setup_fail"
 DEFAULT_ON_ERROR = {HOOK_BEFORE: "fail", HOOK_AFTER: "continue",
                     HOOK_AFTER_FAIL: "continue"}
 
+# The exit code of a failure under on_error=fail: 2 for before_network_setup,
+# so VDSM's HookError carries our stderr (it reports the LAST script run,
+# lib/vdsm/common/hooks.py _runHooksDir; qos_hooks.hooks.FAIL_EXIT).
+FAIL_EXIT = {HOOK_BEFORE: 2}
+
 # Slack on top of ovsdb_timeout (which bounds each OVSDB call) for process
 # start and the OpenFlow bundle: a network hook never runs longer than
 # ovsdb_timeout + HOOK_MARGIN seconds, whatever OVSDB or ovs-vswitchd do.
@@ -769,6 +774,15 @@ def before_network_setup(env, config, logger):
     return 0
 
 
+def vdsm_applied_host_qos(attrs):
+    """Whether VDSM's ``_setup_qos`` applies this network's ``hostQos`` itself
+    (lib/vdsm/network/netswitch/configurator.py ``_get_qos_out``: a non-empty
+    ``hostQos["out"]``), which it does whenever before_network_setup did not
+    take it out."""
+    q = attrs.get("hostQos") if isinstance(attrs, dict) else None
+    return isinstance(q, dict) and bool(q.get("out"))
+
+
 def _removed(attrs):
     return isinstance(attrs, dict) and attrs.get("remove") in (True, "true", "True", 1, "1")
 
@@ -798,7 +812,19 @@ def after_network_setup(env, config, logger):
                 continue
             entry = st.pending.pop(net, None)
             if entry is None:
-                # the before hook did not see this network (not installed then?):
+                # the before hook did not see this network: a setupNetworks that
+                # changes the switch type takes _change_switch_type
+                # (lib/vdsm/network/api.py), which skips before_network_setup,
+                # or the hook was not installed then.  VDSM's _setup_qos
+                # (netswitch/configurator.py) then applied hostQos itself, as
+                # hfsc on the uplink, although the network is on OVS: apply the
+                # OVS equivalent and remove VDSM's qdisc (reconcile evict_vdsm).
+                if vdsm_applied_host_qos(attrs):
+                    logger.warning(
+                        "network %r: before_network_setup did not see this setupNetworks "
+                        "(VDSM skips it when the switch type changes): VDSM applied its "
+                        "hostQos itself as hfsc on %s; qos-hooks moves it to the OVS "
+                        "switch", net, _uplink(attrs))
                 # validate what VDSM was asked for
                 d = [x for x in decide({net: attrs}, config) if x.network == net]
                 entry = _entry(d[0]) if d else {"hostQos": None, "uplink": _uplink(attrs),
@@ -819,7 +845,7 @@ def after_network_setup(env, config, logger):
         remote = config.settings.ovsdb
         timeout = config.settings.ovsdb_timeout
         results = hostnet_ovs.reconcile(st.applied, sorted(touched), remote, timeout,
-                                        logger=logger)
+                                        logger=logger, evict_vdsm=True)
     failed = [r for r in results if r.error]
     for r in results:
         if r.error:
@@ -888,10 +914,11 @@ HANDLERS = {HOOK_BEFORE: before_network_setup, HOOK_AFTER: after_network_setup,
 def vdsm_main(hook_point, environ=None):
     """Entry point of the network hook executables; returns the exit code.
 
-    0 on success; 1 on failure when the failure policy of the hook point is
+    0 on success; on failure when the failure policy of the hook point is
     ``fail`` (``on_error.<hook_point>`` in [settings], defaults in
     DEFAULT_ON_ERROR: a bad hostQos stops setupNetworks before VDSM changes
-    anything).  Never 2: other hooks in the directory still run.
+    anything): 2 for before_network_setup (VDSM then reports our message and
+    skips the scripts after ours, FAIL_EXIT), 1 for the after_* points.
     """
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point})
@@ -906,7 +933,8 @@ def vdsm_main(hook_point, environ=None):
         if code == 0 and hook_point == HOOK_BEFORE and loaded.get("config") is not None:
             drop_unvalidated_host_qos(env, loaded["config"], logger)
     return hookbase.run(hook_point, handler, environ=env, logger=logger,
-                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure)
+                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure,
+                        fail_exit=FAIL_EXIT)
 
 
 # -- status -----------------------------------------------------------------------------

@@ -418,13 +418,67 @@ def _entries_by_uplink(applied):
     return by
 
 
-def reconcile(applied, uplinks, remote, timeout, logger=None):
+# -- what VDSM itself put on an uplink --------------------------------------------------
+
+#: the root qdisc handle of VDSM's hfsc host QoS (lib/vdsm/network/configurators/
+#: qos.py: ``_ROOT_QDISC_HANDLE = '%x:' % 5001``); OVS linux-htb uses ``1:``
+VDSM_ROOT_HANDLE = "1389:0"
+
+
+def vdsm_qdisc_uplinks(uplinks, netns=None):
+    """{uplink: KernelPort} for the uplinks whose root qdisc is VDSM's hfsc.
+
+    VDSM puts it there when a setupNetworks with ``hostQos`` reaches its
+    ``_setup_qos`` (lib/vdsm/network/netswitch/configurator.py) without our
+    before_network_setup having taken ``hostQos`` out: the switch type change
+    path (lib/vdsm/network/api.py ``_change_switch_type``) skips
+    before_network_setup altogether, and ``_setup_qos`` does not look at the
+    switch type.  Device names that do not exist here are left out."""
+    from . import tc
+    ports = tc.read_ports(sorted(uplinks), netns=netns)
+    return {u: kp for u, kp in ports.items()
+            if kp.exists and kp.root_handle == VDSM_ROOT_HANDLE}
+
+
+def evict_vdsm_qdisc(uplink, kport, netns=None):
+    """Delete VDSM's root hfsc qdisc (its classes, filters and fq_codel leaves
+    go with it) and the ingress qdisc VDSM adds next to it
+    (configurators/qos.py ``_fresh_qdisc_conf_out``) when that has no filter
+    (an ingress qdisc with filters is OVS policing: left alone).  Returns
+    what was removed, in words."""
+    from . import tc
+    ipr = tc._iproute(netns)
+    done = []
+    try:
+        idx = ipr.link_lookup(ifname=uplink)
+        if not idx:
+            return done
+        ipr.tc("del", index=idx[0], parent=tc.TC_H_ROOT)
+        done.append("root qdisc %s (VDSM's hfsc)" % VDSM_ROOT_HANDLE.replace(":0", ":"))
+        if kport.ingress and not kport.ingress_filters:
+            ipr.tc("del", "ingress", index=idx[0], parent=tc.TC_H_INGRESS)
+            done.append("empty ingress qdisc")
+    except Exception as e:   # NetlinkError and friends: report, never half-hide
+        raise ApplyError("uplink %s: cannot remove VDSM's qdisc: %s" % (uplink, e))
+    finally:
+        ipr.close()
+    return done
+
+
+def reconcile(applied, uplinks, remote, timeout, logger=None, evict_vdsm=False, netns=None):
     """Make the given uplinks' OVS QoS, queues and flows match ``applied``.
 
     One OVSDB transaction for all uplinks (QoS + Queue rows + Port.qos, with
     ``verify`` on Port.qos so a concurrent writer forces a replay), then one
     OpenFlow bundle per bridge.  Returns a ReconcileResult per uplink; raises
     when OVSDB is unreachable or the transaction fails.
+
+    ``evict_vdsm``: an uplink about to get qos-hooks' QoS whose root qdisc is
+    VDSM's hfsc (``vdsm_qdisc_uplinks``) loses it first; if the Port already
+    pointed at our QoS, ovs-vswitchd believes its htb is still installed, so
+    Port.qos is cleared in a first transaction and set again in the main one
+    (vswitchd then installs the htb afresh).  Uplinks whose QoS is not ours
+    keep VDSM's qdisc (status reports it).
     """
     logger = logger or _log.get("hostnet")
     dl = _Deadline(timeout)
@@ -457,6 +511,23 @@ def reconcile(applied, uplinks, remote, timeout, logger=None):
                 continue
             plans[up] = plan
             results.append(ReconcileResult(up, plan))
+
+        evicted = {}
+        if evict_vdsm:
+            mine_now = [up for up, plan in plans.items() if plan.queues]
+            for up, kp in sorted(vdsm_qdisc_uplinks(mine_now, netns).items()):
+                evicted[up] = evict_vdsm_qdisc(up, kp, netns)
+                logger.warning("uplink %s: removed what VDSM's own host QoS put there: %s",
+                               up, ", ".join(evicted[up]))
+            bounce = [up for up in evicted if ports.get(up) is not None and ports[up].qos
+                      and QOS_OWNER_KEY in ports[up].qos[0].external_ids]
+            if bounce:
+                def detach(txn):
+                    now = _port_by_name(db)
+                    for up in bounce:
+                        now[up].verify("qos")
+                        now[up].qos = []
+                db.transact(detach, "detach QoS of %s for re-install" % ", ".join(bounce))
 
         def build(txn):
             ports_now = _port_by_name(db)
@@ -528,7 +599,7 @@ def reconcile(applied, uplinks, remote, timeout, logger=None):
         db.close()
 
 
-def resync(applied, remote, timeout, logger=None):
+def resync(applied, remote, timeout, logger=None, netns=None):
     """Re-apply everything in ``applied`` and drop qos-hooks rows of uplinks no
     longer in it: after an ovs-vswitchd restart (OpenFlow flows live in
     vswitchd's memory only and are lost; QoS/Queue rows persist in OVSDB), or
@@ -542,7 +613,8 @@ def resync(applied, remote, timeout, logger=None):
     uplinks.discard(None)
     if not uplinks:
         return []
-    return reconcile(applied, sorted(uplinks), remote, timeout, logger=logger)
+    return reconcile(applied, sorted(uplinks), remote, timeout, logger=logger,
+                     evict_vdsm=True, netns=netns)
 
 
 def gc_orphans(applied, remote, timeout):
@@ -616,13 +688,20 @@ class HostNetStatus:
 
 def _kernel_classes(uplinks, netns):
     """{uplink: {handle: HtbClass}} or {uplink: None} when it is not a device
-    here; (result, problem sentence or None)."""
+    here; (result, problem sentence or None, {uplink: root qdisc handle})."""
     try:
         from . import tc
         ports = tc.read_ports(uplinks, netns=netns)
     except Exception as e:   # kernel read-back is a cross-check, not a requirement
-        return {}, "kernel tc state unreadable: %s" % e
-    return {u: (kp.classes if kp.exists else None) for u, kp in ports.items()}, None
+        return {}, "kernel tc state unreadable: %s" % e, {}
+    return ({u: (kp.classes if kp.exists else None) for u, kp in ports.items()}, None,
+            {u: kp.root_handle for u, kp in ports.items()})
+
+
+#: status' drift sentence for VDSM's own qdisc on an uplink, with the fix
+VDSM_QDISC_DRIFT = ("kernel: VDSM's hfsc (root qdisc 1389:) is on %s instead of the OVS "
+                    "queues: setupNetworks applied hostQos itself (a switch type change "
+                    "skips before_network_setup); fix: qos-hooks resync")
 
 
 def status(applied, remote, timeout, netns=None):
@@ -637,7 +716,7 @@ def status(applied, remote, timeout, netns=None):
         ports = _port_by_name(db)
         bridge_of = _bridge_of_port(db)
         by_uplink = _entries_by_uplink(applied)
-        kernel, kernel_problem = _kernel_classes(sorted(by_uplink), netns)
+        kernel, kernel_problem, roots = _kernel_classes(sorted(by_uplink), netns)
         for up in sorted(by_uplink):
             bridge = bridge_of.get(up)
             rate = _link_rate(db, up) or DEFAULT_LINK_RATE
@@ -680,6 +759,8 @@ def status(applied, remote, timeout, netns=None):
                 handle = "1:%x" % (qp.queue_id + 1)
                 if kernel_problem:
                     drift.append(kernel_problem)
+                elif roots.get(up) == VDSM_ROOT_HANDLE:
+                    drift.append(VDSM_QDISC_DRIFT % up)
                 elif classes is None:
                     drift.append("uplink %s is not a network device here" % up)
                 elif handle not in classes:

@@ -460,9 +460,16 @@ def install_main(args):
         raise UsageError("choose what to install: --vdsm (VDSM hooks and sudoers drop-in), "
                          "--libvirt (the qemu.d hook), or both")
     try:
-        return install(args.root, components)
+        rc = install(args.root, components)
     except PermissionError as e:
         raise _permission(e)
+    # the hooks read this file on every call: say loudly when they cannot
+    # (qos_hooks.check; the RPM's %post does the same)
+    from .check import warn_if_invalid
+    conf = _under(os.path.abspath(args.root), CONFIG)
+    if os.path.exists(conf):
+        warn_if_invalid(conf)
+    return rc
 
 
 def uninstall_main(args):

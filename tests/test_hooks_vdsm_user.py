@@ -149,14 +149,14 @@ def test_vdsm_hook_as_vdsm_through_sudo_and_the_drop_in(ovs_sandbox, vdsm_root, 
     assert who.stdout.strip() == str(VDSM_UID)
     res = run_hook_dir(os.path.join(layout, "hooks", "after_vm_start"), live,
                        hook_point="after_vm_start", vm_id=UUID, base_env=_env(layout),
-                       argv_prefix=vdsm_root, owner=(VDSM_UID, VDSM_GID), timeout=60)
+                       argv_prefix=vdsm_root, owner=(VDSM_UID, VDSM_GID))
     assert res.rcs == (0,), res.stderr
     assert "ERROR" not in res.stderr, res.stderr
     assert "by=vdsm" in res.stderr          # the helper ran for vdsm, through sudo
     assert_ovs_has(sb, "vnet0", GOLD)
     res = run_hook_dir(os.path.join(layout, "hooks", "after_vm_destroy"), live,
                        hook_point="after_vm_destroy", vm_id=UUID, base_env=_env(layout),
-                       argv_prefix=vdsm_root, owner=(VDSM_UID, VDSM_GID), timeout=60)
+                       argv_prefix=vdsm_root, owner=(VDSM_UID, VDSM_GID))
     assert res.rcs == (0,), res.stderr
     assert tuple(map(len, _ovs_rows(sb))) == (0, 0)
 

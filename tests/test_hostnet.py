@@ -158,10 +158,35 @@ def test_invalid_requests_fail_naming_network_and_value(env, qos, words):
         run_hook_dir(os.path.join(HOOKS, "before_network_setup"), req, kind=JSON,
                      base_env=env)
     res = ei.value.result
-    assert res.rcs == (1,)                # 1, not 2: other hooks still run
-    assert res.data == req                # nothing changed
+    # exit 2: VDSM reports the stderr of the last script run, so ours stops
+    # the loop (qos_hooks.hostnet.FAIL_EXIT); VDSM raises before it reads
+    # the file back (lib/vdsm/common/hooks.py _runHooksDir)
+    assert res.rcs == (2,)
+    assert res.data is None
+    assert ei.value.value == (res.runs[-1].stderr.encode("utf-8"),)
     for w in words:
         assert w in res.stderr, (w, res.stderr)
+        assert w in ei.value.value[0].decode("utf-8")    # what the engine is sent
+
+
+def test_our_message_reaches_the_engine_with_a_silent_script_after_us(env, tmp_path):
+    """before_network_setup runs with raiseError (lib/vdsm/common/hooks.py):
+    HookError carries the stderr of the last script run.  With a script
+    sorting after ours that succeeds silently, exit 1 would report b''; our
+    exit 2 stops the loop, so setupNetworks fails with our message."""
+    import shutil
+    d = tmp_path / "before_network_setup"
+    d.mkdir()
+    shutil.copy(os.path.join(HOOKS, "before_network_setup", "50_qos_hooks"), d / "50_qos_hooks")
+    (d / "60_silent").write_text("#!/bin/sh\nexit 0\n")
+    (d / "60_silent").chmod(0o755)
+    req = engine_request({"vm10": {"nic": "eth1", "vlan": 10,
+                                   "hostQos": {"out": {"ls": {"m2": 0}}}}})
+    with pytest.raises(HookError) as ei:
+        run_hook_dir(str(d), req, kind=JSON, base_env=env)
+    assert ei.value.result.rcs == (2,)
+    (msg,) = ei.value.value
+    assert b"network 'vm10'" in msg and b"weight of 0" in msg
 
 
 @pytest.mark.parametrize("curve", ["ul", "rt"])
@@ -413,7 +438,7 @@ def test_hook_without_hook_json_fails(env):
     p = subprocess.run([sys.executable, os.path.join(HOOKS, "before_network_setup",
                                                      "50_qos_hooks")],
                        env=e, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert p.returncode == 1 and b"_hook_json" in p.stderr
+    assert p.returncode == 2 and b"_hook_json" in p.stderr
 
 
 def test_hook_dirs_hold_only_the_executable():

@@ -291,3 +291,74 @@ def test_bridge_removed_by_vdsm_rows_collected(sandbox, tmp_path):
     assert after.rcs == (0,), after.stderr
     assert our_qos(sb) == [] and our_queues(sb) == []
     assert hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns) == []
+
+
+def vdsm_hfsc_on_uplink(sb):
+    """What VDSM's configurators/qos.py _fresh_qdisc_conf_out leaves on a NIC:
+    root qdisc 1389: (hfsc, default class 1388) and an empty ingress qdisc.
+    This kernel has neither hfsc nor fq_codel, so an htb with VDSM's handle
+    and default class stands in for the hfsc: qos-hooks recognises VDSM's
+    qdisc by its handle, as VDSM itself does (netinfo/qos.py get_root_qdisc)."""
+    sb.ns("tc", "qdisc", "del", "dev", UPLINK, "root", check=False)
+    sb.ns("tc", "qdisc", "add", "dev", UPLINK, "root", "handle", "1389:", "htb",
+          "default", "1388")
+    sb.ns("tc", "qdisc", "add", "dev", UPLINK, "ingress")
+    assert "qdisc htb 1389: root" in sb.tc_text("qdisc", "show", "dev", UPLINK)
+
+
+def test_switch_type_change_vdsm_hfsc_moved_to_ovs(sandbox, tmp_path):
+    """A setupNetworks that changes the switch type takes _change_switch_type
+    (lib/vdsm/network/api.py), which skips before_network_setup: VDSM's
+    _setup_qos then puts hostQos on the uplink as hfsc although the network
+    ends on OVS.  after_network_setup (run in the uplink's namespace, as on a
+    host) notices an OVS network whose hostQos it never took out, applies the
+    OVS queues and removes VDSM's qdisc."""
+    sb = sandbox
+    env = hook_env(sb, tmp_path)
+    vdsm_hfsc_on_uplink(sb)
+    req = engine_request({NET_VLAN: ovs_net(vlan=10, hostQos=engine_qos(30, 50))})
+    # no before_network_setup: only the after hook runs
+    after = run_hook_dir(os.path.join(HOOKS, "after_network_setup"), req, kind=JSON,
+                         base_env=env, argv_prefix=["ip", "netns", "exec", sb.netns])
+    assert after.rcs == (0,), after.stderr
+    assert "VDSM skips it when the switch type changes" in after.stderr
+    assert "removed what VDSM's own host QoS put there: root qdisc 1389: (VDSM's hfsc), " \
+           "empty ingress qdisc" in after.stderr
+    sb.wait_for(lambda: "1:b parent 1:fffe" in htb_classes(sb), "OVS htb class 1:b")
+    qdiscs = sb.tc_text("qdisc", "show", "dev", UPLINK)
+    assert "1389:" not in qdiscs and "ingress" not in qdiscs
+    assert "qdisc htb 1: root" in qdiscs
+    assert "rate 50Mbit ceil 50Mbit" in htb_classes(sb)
+    (row,) = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
+    assert row.ok, row.describe()
+
+
+def test_vdsm_hfsc_over_our_queues_is_drift_resync_repairs(sandbox, tmp_path):
+    """VDSM's hfsc replacing the OVS htb of an uplink that already carries our
+    QoS (ovs-vswitchd believes its htb is still there and re-installs nothing):
+    status names it, with the fix; resync removes it and makes vswitchd
+    install the htb again (Port.qos detached and re-attached)."""
+    sb = sandbox
+    env = hook_env(sb, tmp_path)
+    state = env["QOS_HOOKS_HOSTNET_STATE"]
+    _, after = setup_networks(env, {NET_VLAN: ovs_net(vlan=10, hostQos=engine_qos(30, 50))})
+    assert after.rcs == (0,), after.stderr
+    sb.wait_for(lambda: "1:b parent 1:fffe" in htb_classes(sb), "OVS htb class 1:b")
+    qos_uuid = our_qos(sb)[0]["_uuid"]
+    vdsm_hfsc_on_uplink(sb)
+    (row,) = hostnet.status_rows(sb.remote, 5, state, sb.netns)
+    assert not row.ok
+    assert row.drift == (hostnet_ovs.VDSM_QDISC_DRIFT % UPLINK,)
+    assert "fix: qos-hooks resync" in row.describe()
+    import subprocess
+    import sys
+    fixed = subprocess.run(sb.ns_argv([sys.executable, "-m", "qos_hooks", "resync", "--ovsdb",
+                                       sb.remote]), env=env, cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "removed what VDSM's own host QoS put there" in fixed.stderr
+    sb.wait_for(lambda: "1:b parent 1:fffe" in htb_classes(sb), "OVS htb class 1:b again")
+    assert "1389:" not in sb.tc_text("qdisc", "show", "dev", UPLINK)
+    assert our_qos(sb)[0]["_uuid"] == qos_uuid           # the same rows, re-attached
+    (row,) = hostnet.status_rows(sb.remote, 5, state, sb.netns)
+    assert row.ok, row.describe()
