@@ -8,7 +8,7 @@ runs the very same parser the hooks run (qos_hooks.policy.load_config: every
 section and key, every value in range, ``default_profile`` naming a profile
 that exists) plus what the network hooks only check when a network asks for
 a profile: the ``host.*`` keys of every profile must form a valid set of hfsc
-curves (qos_hooks.hostnet.profile_host_qos / check_consistency).  A fleet
+curves (qos_hooks.hostnet_qos.profile_host_qos / check_consistency).  A fleet
 rollout runs it on the new file before swapping it in; the RPM's %post and
 ``qos-hooks install`` run it on the installed file.
 
@@ -37,7 +37,7 @@ def _line_of(path, section, key):
 
 def _check_host_keys(config):
     """Every profile's ``host.*`` keys as the network hooks would use them."""
-    from . import hostnet
+    from . import hostnet_qos
     summary = {}
     for name in sorted(config.profiles):
         profile = config.profiles[name]
@@ -45,7 +45,7 @@ def _check_host_keys(config):
             continue
         section = "profile %s" % name
         try:
-            qos = hostnet.profile_host_qos(profile, config.path)
+            qos = hostnet_qos.profile_host_qos(profile, config.path)
         except ConfigError as e:
             if e.line is None and config.path:
                 e = ConfigError(e.reason, path=config.path,
@@ -53,10 +53,10 @@ def _check_host_keys(config):
                                 profile=name, key=e.key, value=e.value, allowed=e.allowed)
             raise e
         try:
-            hostnet.check_consistency(name, qos)
+            hostnet_qos.check_consistency(name, qos)
         except InputError as e:
             msg = str(e).split(": ", 1)[1] if ": " in str(e) else str(e)
-            keys = [k for k, _ in profile.host]
+            keys = [k for k, _, _ in profile.host]
             raise ConfigError(msg, path=config.path,
                               line=_line_of(config.path, section, keys[0]) if config.path
                               else None, profile=name)

@@ -280,7 +280,7 @@ COMMANDS = (
      "One line per vNIC refreshed every second: configured average in/out, measured rate "
      "in/out, percent of the limit, limiter drops per second, DRIFT. Keys d n i o p x sort, "
      "q quits; --once / --json print one snapshot.", _args_top),
-    ("resync", "qos_hooks.hostnet:resync_main",
+    ("resync", "qos_hooks.ovs_commands:resync_main",
      "re-apply remembered host network QoS on OVS (after an ovs-vswitchd restart)",
      "Re-apply the host network QoS that the last setupNetworks left on the OVS switch "
      "type (queues on the uplink and the OpenFlow flows that steer each network into its "

@@ -1,7 +1,7 @@
 """The one way this project replaces a file: write a temporary file, fsync, rename.
 
 Used by the VDSM VM hooks for ``$_hook_domxml`` (qos_hooks.hookbase), the
-network hooks for ``$_hook_json`` and their state file (qos_hooks.hostnet),
+network hooks for ``$_hook_json`` and their state file (qos_hooks.hostnet_state),
 and ``qos-hooks install`` for every file it puts on a host
 (qos_hooks.install).
 

@@ -2,7 +2,7 @@
 OVS apply/clear of a document.
 
 Used by the VDSM VM hooks (qos_hooks.hooks), the VDSM network hooks
-(qos_hooks.hostnet) and the libvirt qemu hook (qos_hooks.libvirt_hook).  Cheap
+(qos_hooks.vdsm_network) and the libvirt qemu hook (qos_hooks.libvirt_hook).  Cheap
 to import: before_vm_start imports it on every VM start.
 
 Failure policy: ``[settings] on_error`` / ``on_error.<key>`` = fail|continue,

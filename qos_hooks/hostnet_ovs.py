@@ -46,7 +46,8 @@ from typing import Dict, Optional, Tuple
 
 from . import log as _log
 from . import ovsdb, units
-from .errors import (ApplyError, BackendTimeout, BackendUnavailable, OwnershipError)
+from .errors import (ApplyError, BackendTimeout, BackendUnavailable, OwnershipError,
+                     QosHooksError)
 
 OWNER_KEY = "qos-hooks-hostnet"              # Queue rows: network name
 QOS_OWNER_KEY = "qos-hooks-hostnet-uplink"   # QoS rows: uplink port name
@@ -789,3 +790,46 @@ def status(applied, remote, timeout, netns=None):
 __all__ = ["COOKIE", "OWNER_KEY", "QOS_OWNER_KEY", "HostNetStatus", "QueuePlan",
            "UplinkPlan", "plan_uplink", "reconcile", "status", "gc_orphans",
            "install_flows", "dump_flows"]
+
+
+# -- the state file's networks: status and resync ------------------------------------
+
+def status_rows(remote, timeout, state_file=None, netns=None):
+    """Per host network: desired (the state file) versus actual (OVSDB rows,
+    OpenFlow flows, the uplink's htb classes in the kernel).
+
+    Returns a list of ``qos_hooks.hostnet_ovs.HostNetStatus`` (``network``,
+    ``uplink``, ``bridge``, ``vlan``, ``queue_id``, ``desired``, ``actual``,
+    ``flows``, ``drift``: a tuple of sentences, empty when as desired;
+    ``ok``; ``to_dict()``; ``describe()``).  No OVSDB connection is made when
+    no host network has QoS on OVS.  Raises BackendUnavailable /
+    BackendTimeout when OVSDB cannot be read within ``timeout``.
+    """
+    from .hostnet_state import State, state_path
+    st = State.load(state_file or state_path())
+    return status(st.applied, remote, timeout, netns=netns)
+
+
+def status_section(remote, timeout, state_file=None, netns=None):
+    """What ``qos-hooks status`` adds for host networks: (lines, json list, drift?).
+
+    ``lines`` are ready to print ("ok   host network ..." / "DRIFT host
+    network ..."); a backend error becomes one "problem:" line and counts as
+    drift, so status never hides it.
+    """
+    try:
+        rows = status_rows(remote, timeout, state_file, netns)
+    except QosHooksError as e:
+        return ["problem: host networks: %s" % e], [{"problem": str(e)}], True
+    lines = ["%s %s" % ("ok   " if r.ok else "DRIFT", r.describe()) for r in rows]
+    return lines, [r.to_dict() for r in rows], any(not r.ok for r in rows)
+
+
+def resync_host_networks(remote, timeout, state_file=None, logger=None):
+    """Re-apply the remembered host network QoS on OVS (after an ovs-vswitchd
+    restart, which loses OpenFlow flows); returns the per-uplink results."""
+    from .hostnet_state import State, StateLock, state_path
+    path = state_file or state_path()
+    with StateLock(path):
+        st = State.load(path)
+        return resync(st.applied, remote, timeout, logger=logger)

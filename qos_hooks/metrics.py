@@ -19,7 +19,7 @@ One collection (``collect``) reads, once per scrape:
 * libvirt (read-only connection, or domain XML documents handed in): domain
   names, and the taps of interfaces that are NOT on OVS, whose tc state libvirt
   itself installs (qos_hooks.tap_status);
-* the host network state file (qos_hooks.hostnet): the queues qos-hooks put on
+* the host network state file (qos_hooks.hostnet_state): the queues qos-hooks put on
   OVS uplinks for host networks, compared by qos_hooks.hostnet_ovs.status.
 
 Traffic counters come from the kernel device when this process sees it (the
@@ -437,8 +437,8 @@ def collect_taps(docs, netns):
 
 def collect_hostnets(remote, timeout, netns, state_file):
     """[HostClass] for the host networks qos-hooks shapes on OVS uplinks."""
-    from . import hostnet
-    rows = hostnet.status_rows(remote, timeout, state_file, netns)
+    from . import hostnet_ovs
+    rows = hostnet_ovs.status_rows(remote, timeout, state_file, netns)
     devs = read_devices([r.uplink for r in rows if r.uplink], netns) if rows else {}
     out = []
     for r in rows:

@@ -106,12 +106,12 @@ def status_main(args):
         st = ovs_backend.StatusReport(remote)
     else:
         st = ovs_backend.status(dq, remote=remote, timeout=timeout, netns=netns)
-    # host networks (qos_hooks.hostnet) belong to the whole-host view only;
+    # host networks (qos_hooks.hostnet_ovs) belong to the whole-host view only;
     # status_section makes no OVSDB connection when no host network has QoS
     host_lines, host_json, host_drift = [], [], False
     if dq is None:
-        from . import hostnet
-        host_lines, host_json, host_drift = hostnet.status_section(remote, timeout, netns=netns)
+        from . import hostnet_ovs
+        host_lines, host_json, host_drift = hostnet_ovs.status_section(remote, timeout, netns=netns)
     tap_drift = any(t.drift for t in taps)
     if args.json:
         d = st.to_dict()
@@ -172,3 +172,20 @@ def render_status(st):
         lines.append("hint: 'qos-hooks apply DOMAIN_XML' re-hooks a QoS whose htb the kernel "
                      "lost (ovs-vswitchd does not notice a 'tc qdisc del')")
     return "\n".join(lines) + "\n"
+
+
+def resync_main(args):
+    """``qos-hooks resync``: re-apply the remembered host network QoS; exit 6
+    when an uplink could not be brought back (named in the output)."""
+    import sys
+    from .errors import EXIT_APPLY, EXIT_OK
+    config = policy.load_config(args.config, missing_ok=True)
+    remote = args.ovsdb or config.settings.ovsdb
+    timeout = args.timeout or config.settings.ovsdb_timeout
+    from . import hostnet_ovs, log as _log
+    results = hostnet_ovs.resync_host_networks(remote, timeout, logger=_log.get("hostnet"))
+    if not results:
+        sys.stdout.write("no host network QoS on Open vSwitch to re-apply\n")
+    for r in results:
+        sys.stdout.write("%s\n" % r)
+    return EXIT_APPLY if any(r.error for r in results) else EXIT_OK

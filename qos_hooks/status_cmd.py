@@ -69,11 +69,11 @@ def libvirt_tap_view(uri, netns=None):
 
 
 def no_ovs_status(args, config, socket_path):
-    from . import hostnet, tap_status
+    from . import hostnet_ovs, tap_status
     netns = getattr(args, "netns", None)
     uri = getattr(args, "connect", None) or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
     domains, lv_error = libvirt_tap_view(uri, netns)
-    host_lines, host_json, host_drift = hostnet.status_section(
+    host_lines, host_json, host_drift = hostnet_ovs.status_section(
         config.settings.ovsdb, config.settings.ovsdb_timeout, netns=netns)
     tap_drift = any(t.drift for _, _, taps in domains for t in taps)
     drift = tap_drift or host_drift

@@ -154,7 +154,7 @@ def test_disk_full_mid_write_leaves_the_original(small_tmpfs, tmp_path, case):
     fill_up(small_tmpfs / "filler")
     p = run_hook(point, hook_env(tmp_path, **dict(extra, **{var: str(f)})))
     err = p.stderr.decode()
-    assert p.returncode == 1, err        # both hook points fail closed by default
+    assert p.returncode == 2, err        # both hook points fail closed by default (exit 2)
     assert "cannot write %s: No space left on device (the file is unchanged)" % f in err
     assert "on_error=fail for %s" % point in err
     assert f.read_bytes() == original

@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from qos_hooks import hooks, hostnet, libvirt_hook, policy
+from qos_hooks import hooks, libvirt_hook, policy, vdsm_network
 from qos_hooks.errors import EXIT_CONFIG
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,7 +195,7 @@ def test_root_side_hooks_refuse_untrusted_or_fifo_config(tmp_path, kind):
     hook_json = tmp_path / "net.json"
     hook_json.write_text(NET_REQUEST)
     rc, _, err = run_hook("before_network_setup", env, "_hook_json", hook_json)
-    assert rc == 1, err
+    assert rc == 2, err   # on_error=fail at a before_* point: exit 2 (docs/hooks.md)
     assert needle in err and "on_error=fail for before_network_setup" in err
     assert hook_json.read_text() == NET_REQUEST
     with open(EXAMPLE_XML, "rb") as f:
@@ -215,7 +215,7 @@ def test_shipped_config_keeps_every_built_in_default():
         lines = f.read().split("\n")
     assert not [ln for ln in lines if ln.strip().startswith("on_error")]
     assert [ln for ln in lines if ln.startswith("# on_error.")]     # overrides shown, commented
-    for defaults in (hooks.DEFAULT_ON_ERROR, hostnet.DEFAULT_ON_ERROR,
+    for defaults in (hooks.DEFAULT_ON_ERROR, vdsm_network.DEFAULT_ON_ERROR,
                      libvirt_hook.DEFAULT_ON_ERROR):
         for point, mode in defaults.items():
             assert cfg.settings.on_error_for(point, mode) == mode, point
@@ -241,7 +241,7 @@ def test_shipped_config_fails_closed_at_validating_hooks(tmp_path, point):
     data = f.read_bytes()
     rc, _, err = run_hook(point, {"QOS_HOOKS_CONFIG": SHIPPED, "qos_profile": "platinum"},
                           "_hook_domxml", f)
-    assert rc == 1, err
+    assert rc == 2, err   # on_error=fail at a before_* point: exit 2 (docs/hooks.md)
     assert "unknown profile 'platinum'" in err and "on_error=fail for %s" % point in err
     assert f.read_bytes() == data
 
@@ -257,7 +257,7 @@ def test_shipped_config_fails_closed_at_before_network_setup(tmp_path):
                           {"QOS_HOOKS_CONFIG": SHIPPED,
                            "QOS_HOOKS_HOSTNET_STATE": str(tmp_path / "st" / "h.json")},
                           "_hook_json", f)
-    assert rc == 1, err
+    assert rc == 2, err   # on_error=fail at a before_* point: exit 2 (docs/hooks.md)
     assert "network 'n1': hostQos[out][ul][m2] = -5: negative" in err
     assert f.read_bytes() == data
 
@@ -324,7 +324,7 @@ def test_hostile_numbers_in_the_hook_json(tmp_path, value, needle):
                           {"QOS_HOOKS_CONFIG": str(conf),
                            "QOS_HOOKS_HOSTNET_STATE": str(tmp_path / "st" / "h.json")},
                           "_hook_json", f)
-    assert rc == 1, err
+    assert rc == 2, err   # on_error=fail at a before_* point: exit 2 (docs/hooks.md)
     assert "Traceback" not in err and "internal error" not in err
     assert "network 'n1': " in err and needle in err
     assert "at most 20 digits" in err

@@ -17,7 +17,7 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from qos_hooks import hostnet, policy
+from qos_hooks import hostnet_decide, hostnet_qos, policy, vdsm_network
 from qos_hooks.errors import ConfigError, InputError
 from tests.vdsm_runner import JSON, HookError, run_hook_dir
 
@@ -159,7 +159,7 @@ def test_invalid_requests_fail_naming_network_and_value(env, qos, words):
                      base_env=env)
     res = ei.value.result
     # exit 2: VDSM reports the stderr of the last script run, so ours stops
-    # the loop (qos_hooks.hostnet.FAIL_EXIT); VDSM raises before it reads
+    # the loop (qos_hooks.vdsm_network.FAIL_EXIT); VDSM raises before it reads
     # the file back (lib/vdsm/common/hooks.py _runHooksDir)
     assert res.rcs == (2,)
     assert res.data is None
@@ -196,12 +196,12 @@ def test_engine_ceiling_17179_mbit_for_upper_limit_and_real_time(curve):
     HostNetworkQosProperties; 34359 Mbit/s is the vNIC peak cap): so does
     the hook, and its message quotes that bound, not the kernel's."""
     at = {"ls": 10, "ul": 17179, "rt": 17179}
-    ok = hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(**{
+    ok = hostnet_decide.decide({"n": {"nic": "e0", "hostQos": engine_qos(**{
         "linkshare": at["ls"], "upperlimit": at["ul"], "realtime": at["rt"]})}}, CFG)
     assert ok                                   # exactly the ceiling: accepted
     above = {"out": {"ls": {"m2": 10}, curve: {"m2": 20000 * MBIT}}}
     with pytest.raises(InputError) as ei:
-        hostnet.decide({"n": {"nic": "e0", "hostQos": above}}, CFG)
+        hostnet_decide.decide({"n": {"nic": "e0", "hostQos": above}}, CFG)
     msg = str(ei.value)
     assert "'n'" in msg and "[out][%s][m2] = 20000000000" % curve in msg
     assert "MaxAverageNetworkQoSValue = 17179 Mbit/s" in msg
@@ -209,18 +209,18 @@ def test_engine_ceiling_17179_mbit_for_upper_limit_and_real_time(curve):
     assert "34359" not in msg
     # the cross-curve message quotes the same upper end
     with pytest.raises(InputError) as ei:
-        hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(10, 100, 200)}}, CFG)
+        hostnet_decide.decide({"n": {"nic": "e0", "hostQos": engine_qos(10, 100, 200)}}, CFG)
     assert "allowed: 200000000..17179000000 bit/s" in str(ei.value)
 
 
 def test_upper_limit_alone_is_refused_even_untagged():
     with pytest.raises(InputError) as ei:
-        hostnet.decide({"n": {"nic": "e0", "hostQos": engine_qos(None, 10)}}, CFG)
+        hostnet_decide.decide({"n": {"nic": "e0", "hostQos": engine_qos(None, 10)}}, CFG)
     assert "upper limit alone" in str(ei.value) and "'n'" in str(ei.value)
 
 
 def test_removed_network_not_validated():
-    assert hostnet.decide({"gone": {"remove": True, "hostQos": "junk"}}, CFG) == []
+    assert hostnet_decide.decide({"gone": {"remove": True, "hostQos": "junk"}}, CFG) == []
 
 
 # -- fixes -------------------------------------------------------------------------------
@@ -244,20 +244,21 @@ def test_fixes_change_only_that_networks_hostqos(env, tmp_path):
     assert "network 'b'" in err
 
 
-def test_fixes_keep_foreign_formatting(env, tmp_path):
-    """A hand-formatted file (another hook rewrote it with indent=4) keeps its
-    formatting: only the edited value is re-serialised."""
+def test_fixes_of_a_foreign_formatted_file(env, tmp_path):
+    """A hand-formatted file (another hook rewrote it with indent=4): VDSM
+    reads it back with json.loads (_runHooksDir), so the hook edits the data
+    and writes json.dumps of it: only the fixed value differs, every other
+    member (non-ASCII names and values included) is kept."""
     req = engine_request({"b": {"nic": "eth1", "vlan": 7,
                                 "hostQos": {"out": {"ls": {"m2": "5"}}}},
                           "ü-net": {"nic": "eth2", "note": "tabs\tand \u2603"}})
     text = json.dumps(req, indent=4, ensure_ascii=False) + "\n"
     rc, new, err, _ = run_file_hook("before_network_setup", text, env, tmp_path)
     assert rc == 0, err
-    old_val = json.dumps(req["request"]["networks"]["b"]["hostQos"], indent=4)
-    old_val = "\n".join((" " * 16 + ln) if i else ln
-                        for i, ln in enumerate(old_val.splitlines()))
-    assert old_val in text
-    assert new == text.replace(old_val, '{"out": {"ls": {"m2": 5}}}')
+    want = json.loads(text)
+    want["request"]["networks"]["b"]["hostQos"] = {"out": {"ls": {"m2": 5}}}
+    assert json.loads(new) == want
+    assert new == json.dumps(want)
 
 
 # -- fill from profiles ----------------------------------------------------------------
@@ -281,7 +282,7 @@ def test_fill_from_network_custom_profile(env, tmp_path):
 def test_fill_gaps_only_by_default():
     nets = {"n": {"nic": "e", "vlan": 3, "custom": {"qos_profile": "hostgold"},
                   "hostQos": engine_qos(None, 200)}}
-    (d,) = hostnet.decide(nets, CFG)
+    (d,) = hostnet_decide.decide(nets, CFG)
     assert d.action == "set"
     assert d.qos.to_json() == {"out": {"ls": {"m2": 40}, "ul": {"m2": 200 * MBIT},
                                        "rt": {"m2": 100 * MBIT}}}
@@ -290,7 +291,7 @@ def test_fill_gaps_only_by_default():
 def test_override_profile_replaces():
     nets = {"n": {"nic": "e", "custom": {"qos_profile": "hostcap"},
                   "hostQos": engine_qos(50, 900, 100)}}
-    (d,) = hostnet.decide(nets, CFG)
+    (d,) = hostnet_decide.decide(nets, CFG)
     assert d.qos.to_json() == {"out": {"ls": {"m2": 10}, "ul": {"m2": 20 * MBIT}}}
 
 
@@ -299,12 +300,12 @@ def test_fill_that_contradicts_request_fails_naming_network():
     nets = {"n": {"nic": "e", "custom": {"qos_profile": "hostgold"},
                   "hostQos": engine_qos(None, 50)}}
     with pytest.raises(InputError) as ei:
-        hostnet.decide(nets, CFG)
+        hostnet_decide.decide(nets, CFG)
     assert "'n'" in str(ei.value) and "below the real-time" in str(ei.value)
 
 
 def test_profile_without_host_keys_changes_nothing():
-    (d,) = hostnet.decide({"n": {"nic": "e", "custom": {"qos_profile": "vmonly"}}}, CFG)
+    (d,) = hostnet_decide.decide({"n": {"nic": "e", "custom": {"qos_profile": "vmonly"}}}, CFG)
     assert d.action == "keep" and d.qos is None
 
 
@@ -324,8 +325,11 @@ def test_unknown_profile_names_network(env):
     ("host.xx.m2 = 1\n", ["host.xx.m2", "unknown host network key"]),
 ])
 def test_profile_value_errors(text, words):
+    """host.* keys are parsed by the network side (the policy parser keeps them
+    as written: a VM hook never parses them), with the file:line:key message."""
+    cfg = policy.parse_config("[profile p]\n" + text, "/etc/q.conf")
     with pytest.raises(ConfigError) as ei:
-        policy.parse_config("[profile p]\n" + text, "/etc/q.conf")
+        hostnet_qos.profile_host_qos(cfg.profiles["p"], cfg.path)
     msg = str(ei.value)
     assert "/etc/q.conf:2" in msg and "profile 'p'" in msg
     for w in words:
@@ -336,7 +340,7 @@ def test_profile_curve_errors_name_profile_and_key():
     cfg = policy.parse_config("[profile p]\nhost.ls.m2 = 5\nhost.ul.m1 = 10Mbit\n"
                               "host.ul.m2 = 5Mbit\n", "/etc/q.conf")
     with pytest.raises(ConfigError) as ei:
-        hostnet.profile_host_qos(cfg.profiles["p"], cfg.path)
+        hostnet_qos.profile_host_qos(cfg.profiles["p"], cfg.path)
     msg = str(ei.value)
     assert "profile 'p'" in msg and "host.ul.m1" in msg and "m1 needs d" in msg
 
@@ -344,9 +348,9 @@ def test_profile_curve_errors_name_profile_and_key():
 def test_profile_units():
     cfg = policy.parse_config("[profile p]\nhost.ls.m2 = 7\nhost.ul.m1 = 1.5Gbit\n"
                               "host.ul.d = 2ms\nhost.ul.m2 = 125MB/s\n")
-    q = hostnet.profile_host_qos(cfg.profiles["p"])
-    assert q.ul == hostnet.Curve(m1=1500 * MBIT, d=2000, m2=1000 * MBIT)
-    assert q.ls == hostnet.Curve(m2=7)
+    q = hostnet_qos.profile_host_qos(cfg.profiles["p"])
+    assert q.ul == hostnet_qos.Curve(m1=1500 * MBIT, d=2000, m2=1000 * MBIT)
+    assert q.ls == hostnet_qos.Curve(m2=7)
 
 
 # -- OVS switch type: strip and remember ------------------------------------------------
@@ -463,38 +467,33 @@ _json = st.recursive(_scalars, lambda c: st.one_of(
                        max_size=4),
        st.dictionaries(_keys, _json, max_size=3), st.integers(0, 3))
 def test_vdsm_json_round_trips_and_edits_are_local(networks, options, indent_choice):
-    """VDSM writes the file with json.dumps(data): json.dumps(json.loads(x)) == x
-    for such files, and JsonEditor edits leave every other byte alone, for any
-    formatting."""
+    """VDSM writes the file with json.dumps(data) and reads it back with
+    json.loads (lib/vdsm/common/hooks.py _runHooksDir): json.dumps(json.loads(x))
+    == x for such files, and an edit of one network's hostQos changes that
+    member only, whatever the formatting of the file."""
+    from qos_hooks.hostnet_decide import NetworkDecision
+    from qos_hooks.hostnet_qos import Curve, HostQos
     data = {"request": {"networks": networks, "bondings": {}, "options": options}}
     vdsm_text = json.dumps(data)
     assert json.dumps(json.loads(vdsm_text)) == vdsm_text
     text = json.dumps(data, indent=[None, 1, 4, "\t"][indent_choice])
-    new_val = {"out": {"ls": {"m2": 3}}}
+    qos = HostQos(ls=Curve(m2=3))
     for net in networks:
-        ed = hostnet.JsonEditor(text)
-        pos = ed.find(["request", "networks", net])
-        ed.set_member(pos, "hostQos", new_val)
-        out = ed.result()
+        doc = json.loads(text)
+        assert vdsm_network.edit_request(doc, [NetworkDecision(net, "set", qos)]) is \
+            (networks[net].get("hostQos") != qos.to_json())
         want = json.loads(text)
-        want["request"]["networks"][net]["hostQos"] = new_val
-        assert json.loads(out) == want
-        # the edit is one contiguous replacement
-        i = 0
-        while i < min(len(text), len(out)) and text[i] == out[i]:
-            i += 1
-        j = 0
-        while j < min(len(text), len(out)) - i and text[-1 - j] == out[-1 - j]:
-            j += 1
-        assert json.dumps(new_val) in out[i - 20 if i >= 20 else 0:len(out) - j + 20]
-        ed2 = hostnet.JsonEditor(out)
-        ed2.delete_member(ed2.find(["request", "networks", net]), "hostQos")
-        out2 = ed2.result()
+        want["request"]["networks"][net]["hostQos"] = qos.to_json()
+        assert doc == want
+        assert json.loads(json.dumps(doc)) == want
+        stripped = vdsm_network.edit_request(doc, [NetworkDecision(net, "strip", qos)])
+        assert stripped
         del want["request"]["networks"][net]["hostQos"]
-        assert json.loads(out2) == want
+        assert doc == want
+        # nothing to change: no edit (the hook then does not rewrite the file)
+        assert not vdsm_network.edit_request(doc, [NetworkDecision(net, "keep", None)])
         if "hostQos" not in networks[net]:
-            # insert then delete gives back the original bytes
-            assert out2 == text
+            assert doc == json.loads(text)
 
 
 def test_empty_out_on_ovs_network_means_none(env, tmp_path):

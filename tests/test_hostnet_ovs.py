@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from qos_hooks import hostnet, hostnet_ovs
+from qos_hooks import hostnet_ovs
 from tests.ovs_sandbox import OvsSandbox, SandboxError, require
 from tests.test_hostnet import HOOKS, MBIT, ROOT, engine_qos, engine_request
 from tests.vdsm_runner import JSON, run_hook_dir
@@ -151,13 +151,13 @@ def test_apply_update_clear_remove(sandbox, tmp_path):
     assert "set_queue:10" in trace(sb, NET_VLAN)
     assert "set_queue" not in trace(sb, NET_MGMT)       # default queue 0
     # status: as desired
-    rows = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
+    rows = hostnet_ovs.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
     assert sorted(r.network for r in rows) == [NET_MGMT, NET_VLAN]
     assert all(r.ok for r in rows), [r.describe() for r in rows]
 
     # 2. drift is reported, naming the network
     sb.vsctl("set", "Queue", queues[NET_VLAN]["_uuid"], "other_config:max-rate=1")
-    rows = {r.network: r for r in hostnet.status_rows(
+    rows = {r.network: r for r in hostnet_ovs.status_rows(
         sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)}
     assert rows[NET_VLAN].drift == ("max-rate 1, want %d" % (50 * MBIT),)
     assert rows[NET_MGMT].ok
@@ -203,7 +203,7 @@ def test_foreign_qos_on_uplink_left_alone(sandbox, tmp_path):
     assert "ERROR" in after.stderr and "not applied on %s" % UPLINK in after.stderr
     assert sb.vsctl_json("QoS") == before
     assert our_queues(sb) == [] and our_flows(sb) == []
-    (row,) = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
+    (row,) = hostnet_ovs.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
     assert row.network == NET_VLAN and not row.ok
     assert any("not qos-hooks'" in d for d in row.drift)
 
@@ -243,7 +243,7 @@ def test_vswitchd_restart_loses_flows_status_sees_it_resync_repairs(sandbox, tmp
     # OpenFlow flows live in ovs-vswitchd only; the QoS rows persist in OVSDB
     assert our_flows(sb) == []
     sb.wait_for(lambda: "1:b parent" in htb_classes(sb), "htb re-created from OVSDB")
-    lines, rows, drift = hostnet.status_section(sb.remote, 5, state, sb.netns)
+    lines, rows, drift = hostnet_ovs.status_section(sb.remote, 5, state, sb.netns)
     assert drift and rows[0]["network"] == NET_VLAN
     assert "steering flow for vlan 10 missing" in lines[0] and lines[0].startswith("DRIFT")
     # the operator's view: `qos-hooks status` lists host networks and exits 7
@@ -259,7 +259,7 @@ def test_vswitchd_restart_loses_flows_status_sees_it_resync_repairs(sandbox, tmp
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "applied: uplink %s" % UPLINK in fixed.stdout
     assert len(our_flows(sb)) == 2
-    lines, rows, drift = hostnet.status_section(sb.remote, 5, state, sb.netns)
+    lines, rows, drift = hostnet_ovs.status_section(sb.remote, 5, state, sb.netns)
     assert not drift, lines
     assert rows[0]["actual"]["kernel-ceil"] == 50 * MBIT
     cli = status_cli(sb, env)
@@ -290,7 +290,7 @@ def test_bridge_removed_by_vdsm_rows_collected(sandbox, tmp_path):
     _, after = setup_networks(env, {NET_VLAN: {"remove": True}})
     assert after.rcs == (0,), after.stderr
     assert our_qos(sb) == [] and our_queues(sb) == []
-    assert hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns) == []
+    assert hostnet_ovs.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns) == []
 
 
 def vdsm_hfsc_on_uplink(sb):
@@ -329,7 +329,7 @@ def test_switch_type_change_vdsm_hfsc_moved_to_ovs(sandbox, tmp_path):
     assert "1389:" not in qdiscs and "ingress" not in qdiscs
     assert "qdisc htb 1: root" in qdiscs
     assert "rate 50Mbit ceil 50Mbit" in htb_classes(sb)
-    (row,) = hostnet.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
+    (row,) = hostnet_ovs.status_rows(sb.remote, 5, env["QOS_HOOKS_HOSTNET_STATE"], sb.netns)
     assert row.ok, row.describe()
 
 
@@ -346,7 +346,7 @@ def test_vdsm_hfsc_over_our_queues_is_drift_resync_repairs(sandbox, tmp_path):
     sb.wait_for(lambda: "1:b parent 1:fffe" in htb_classes(sb), "OVS htb class 1:b")
     qos_uuid = our_qos(sb)[0]["_uuid"]
     vdsm_hfsc_on_uplink(sb)
-    (row,) = hostnet.status_rows(sb.remote, 5, state, sb.netns)
+    (row,) = hostnet_ovs.status_rows(sb.remote, 5, state, sb.netns)
     assert not row.ok
     assert row.drift == (hostnet_ovs.VDSM_QDISC_DRIFT % UPLINK,)
     assert "fix: qos-hooks resync" in row.describe()
@@ -360,5 +360,5 @@ def test_vdsm_hfsc_over_our_queues_is_drift_resync_repairs(sandbox, tmp_path):
     sb.wait_for(lambda: "1:b parent 1:fffe" in htb_classes(sb), "OVS htb class 1:b again")
     assert "1389:" not in sb.tc_text("qdisc", "show", "dev", UPLINK)
     assert our_qos(sb)[0]["_uuid"] == qos_uuid           # the same rows, re-attached
-    (row,) = hostnet.status_rows(sb.remote, 5, state, sb.netns)
+    (row,) = hostnet_ovs.status_rows(sb.remote, 5, state, sb.netns)
     assert row.ok, row.describe()

@@ -522,14 +522,21 @@ def test_host_keys_in_a_later_profile_are_parsed(tmp_path):
         host.ls.m2 = 50
         host.ul.m2 = 500Mbit
         """)
-    assert cfg.profiles["net"].host == (("host.ls.m2", 50), ("host.ul.m2", 500000000))
+    # kept as written, with their lines, for the network side to parse
+    assert cfg.profiles["net"].host == (("host.ls.m2", "50", 4), ("host.ul.m2", "500Mbit", 5))
+    from qos_hooks.hostnet_qos import Curve, HostQos, profile_host_qos
+    assert profile_host_qos(cfg.profiles["net"]) == HostQos(ls=Curve(m2=50),
+                                                            ul=Curve(m2=500000000))
 
 
 def test_shipped_example_host_network_profile():
     cfg = policy.load_config(EXAMPLE)
     assert cfg.settings.clean_libvirt_leftovers is True
-    assert cfg.profiles["vm-network"].host == (
-        ("host.ls.m2", 50), ("host.ul.m2", 500000000), ("host.rt.m2", 100000000))
+    from qos_hooks.hostnet_qos import Curve, HostQos, profile_host_qos
+    assert [k for k, _, _ in cfg.profiles["vm-network"].host] == [
+        "host.ls.m2", "host.ul.m2", "host.rt.m2"]
+    assert profile_host_qos(cfg.profiles["vm-network"]) == HostQos(
+        ls=Curve(m2=50), ul=Curve(m2=500000000), rt=Curve(m2=100000000))
 
 
 def test_clean_libvirt_leftovers_setting(tmp_path):
