@@ -5,7 +5,7 @@ pyproject.toml cannot express: the host files that ``qos-hooks install``
 copies (VDSM hooks, libvirt qemu.d hook, root helper, sudoers drop-in,
 example config) live at the top of the source tree, where the RPM spec also
 takes them from; build_py copies them into ``qos_hooks/data`` so a wheel
-carries them (qos_hooks/install.py looks there first, then next to the
+carries them (qos_hooks/cli/install.py looks there first, then next to the
 package for a source checkout or an editable install).
 """
 import os
@@ -16,10 +16,10 @@ from setuptools import setup
 from setuptools.command.build_py import build_py as _build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Keep in step with MANIFEST.in (the sdist) and qos_hooks/install.py (SRC_*).
+# Keep in step with MANIFEST.in (the sdist) and qos_hooks/cli/install.py (SRC_*).
 HOST_DIRS = ("hooks", "libvirt-hooks", "libexec", "sudoers", "systemd")
 # examples/: the example config (qos-hooks install copies it) and the example
-# domains that `qos-hooks dry-run --example` runs (qos_hooks/examples.py)
+# domains that `qos-hooks dry-run --example` runs (qos_hooks/core/examples.py)
 HOST_FILES = ("examples/qos-hooks.conf", "examples/ovirt-guest.xml", "examples/ovs-guest.xml")
 
 

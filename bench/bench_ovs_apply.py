@@ -37,9 +37,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qos_hooks import ovs_backend  # noqa: E402
-from qos_hooks.desired import DomainQos, InterfaceQos  # noqa: E402
-from qos_hooks.policy import Bandwidth, Rate  # noqa: E402
+from qos_hooks.ovs import backend as ovs_backend  # noqa: E402
+from qos_hooks.core.desired import DomainQos, InterfaceQos  # noqa: E402
+from qos_hooks.core.policy import Bandwidth, Rate  # noqa: E402
 from tests.ovs_sandbox import OvsSandbox, missing_requirement  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

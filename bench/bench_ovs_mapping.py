@@ -10,7 +10,7 @@ every 10 ms by a sampler inside the VM namespace.
 Mappings compared for the same <inbound average=A peak=P burst=B> (A < P):
 
 * qos-hooks: QoS max-rate=P; queue 0 min-rate=max-rate=A, burst=B
-  (qos_hooks.ovs_backend.apply_domain, the code under test).
+  (qos_hooks.ovs.backend.apply_domain, the code under test).
 * libvirt:   what libvirt >= 7.10 writes (virnetdevopenvswitch.c
   virNetDevOpenvswitchInterfaceSetTxQos): QoS and queue 0 min-rate=A,
   max-rate=P, burst=B (written here with ovs-vsctl, as libvirt does).
@@ -40,9 +40,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qos_hooks import ovs_backend  # noqa: E402
-from qos_hooks.desired import DomainQos, InterfaceQos  # noqa: E402
-from qos_hooks.policy import Bandwidth, Rate  # noqa: E402
+from qos_hooks.ovs import backend as ovs_backend  # noqa: E402
+from qos_hooks.core.desired import DomainQos, InterfaceQos  # noqa: E402
+from qos_hooks.core.policy import Bandwidth, Rate  # noqa: E402
 from tests.ovs_sandbox import OvsSandbox, missing_requirement  # noqa: E402
 
 VM_IP, REMOTE_IP = "10.77.0.2", "10.77.0.3"

@@ -8,7 +8,7 @@ import tempfile
 
 from lxml import etree
 
-from qos_hooks import policy
+from qos_hooks.core import policy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")

@@ -1,7 +1,7 @@
 """Shared by tests/test_rpm.py and tests/test_install.py.
 
 Both prove the same thing for two ways of putting qos-hooks on a host: the
-files, modes and sudoers drop-in of ``qos_hooks.install.layout()`` land where
+files, modes and sudoers drop-in of ``qos_hooks.cli.install.layout()`` land where
 VDSM, libvirt and sudo look for them, and the installed hooks run from there
 the way VDSM and libvirt run them.  The expected file list is derived from the
 source tree (``hooks/*/50_qos_hooks``), so it grows as hook points land.
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from qos_hooks import install as inst
+from qos_hooks.cli import install as inst
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE_XML = os.path.join(REPO, "examples", "ovirt-guest.xml")

@@ -117,7 +117,8 @@ def test_shipped_example_is_valid():
 
 def test_check_accepts_what_the_hooks_accept(tmp_path):
     """The same parser: a file check calls valid loads in the hooks' runtime."""
-    from qos_hooks import check, policy
+    from qos_hooks.cli import check
+    from qos_hooks.core import policy
     conf = tmp_path / "c.conf"
     conf.write_text(GOOD)
     assert check.check_file(str(conf))["ok"]

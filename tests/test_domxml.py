@@ -4,10 +4,10 @@ import io
 
 import pytest
 
-from qos_hooks import domxml
-from qos_hooks.domxml import DomainDoc, NS_OVIRT_TUNE
-from qos_hooks.errors import EXIT_INPUT, DomainXmlError
-from qos_hooks.policy import Bandwidth, IoTune, Rate
+from qos_hooks.core import domxml
+from qos_hooks.core.domxml import DomainDoc, NS_OVIRT_TUNE
+from qos_hooks.core.errors import EXIT_INPUT, DomainXmlError
+from qos_hooks.core.policy import Bandwidth, IoTune, Rate
 
 OVIRT = b"""<?xml version='1.0' encoding='utf-8'?>
 <domain xmlns:ovirt-tune="http://ovirt.org/vm/tune/1.0" xmlns:ovirt-vm="http://ovirt.org/vm/1.0" type="kvm">

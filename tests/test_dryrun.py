@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from qos_hooks.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_USAGE
+from qos_hooks.core.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_USAGE
 from tests.core_helpers import EXAMPLES, ROOT, run_cli, strip_qos, validate
 
 GOLDEN = os.path.join(ROOT, "tests", "golden")

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from qos_hooks import policy
+from qos_hooks.core import policy
 from tests.ovs_sandbox import htb_rates, ovs_sandbox, require  # noqa: F401
 from tests.vdsm_runner import HookError, run_hook_dir
 
@@ -135,7 +135,7 @@ def run(point, data, env, **kw):
 # -- the hook directories --------------------------------------------------------
 
 def test_hook_directories_hold_only_the_executables():
-    from qos_hooks.hooks import HOOK_POINTS, HANDLERS
+    from qos_hooks.hooks.vdsm_vm import HOOK_POINTS, HANDLERS
     assert set(HOOK_POINTS) == set(HANDLERS)
     for point in HOOK_POINTS:
         files = os.listdir(hook_dir(point))
@@ -186,7 +186,7 @@ def test_before_vm_start_fails_closed_by_default(make_env):
     xml = domain_xml(iface_xml(MAC0))
     with pytest.raises(HookError) as e:
         run("before_vm_start", xml, make_env(), vm_custom={"qos_profile": "nope"})
-    assert e.value.result.rcs == (2,)      # qos_hooks.hooks.FAIL_EXIT
+    assert e.value.result.rcs == (2,)      # qos_hooks.hooks.vdsm_vm.FAIL_EXIT
     assert "unknown profile 'nope'" in e.value.result.stderr
     assert "unknown profile 'nope'" in str(e.value)    # what the engine sees
     assert e.value.result.data == xml
@@ -337,7 +337,7 @@ def _tc_rates(sb, dev):
 
 def assert_ovs_has(sb, dev, bandwidth, domain_uuid=UUID):
     """OVSDB and the kernel hold what this project's mapping defines."""
-    from qos_hooks.ovs_plan import OWNER_KEY, map_bandwidth
+    from qos_hooks.ovs.mapping import OWNER_KEY, map_bandwidth
     want, _ = map_bandwidth(bandwidth)
     port = sb.vsctl_json("Port", "name", "qos", where=["name=%s" % dev])[0]
     iface = sb.vsctl_json("Interface", "ingress_policing_rate", "ingress_policing_burst",
@@ -485,7 +485,7 @@ def test_hooks_reach_the_helper_through_sudo(tmp_path, make_env):
         require("needs root and sudo (tests/install-deps.sh)")
     wrapper = tmp_path / "qos-hooks-helper"
     wrapper.write_text("#!%s\nimport sys\nsys.path.insert(0, %r)\n"
-                       "from qos_hooks.privhelper import main\nsys.exit(main())\n"
+                       "from qos_hooks.priv.helper import main\nsys.exit(main())\n"
                        % (sys.executable, REPO))
     wrapper.chmod(0o755)
     env = make_env()
@@ -499,7 +499,7 @@ def test_hooks_reach_the_helper_through_sudo(tmp_path, make_env):
 
 def test_hook_point_import_cost_stays_light():
     """before_vm_start must not import ovs, pyroute2 or libvirt."""
-    code = ("import sys, qos_hooks.hooks as h; import qos_hooks.domxml, qos_hooks.rewrite; "
+    code = ("import sys, qos_hooks.hooks.vdsm_vm as h; import qos_hooks.core.domxml, qos_hooks.core.rewrite; "
             "print(sorted(m for m in ('ovs', 'pyroute2', 'libvirt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                          universal_newlines=True, cwd=REPO)

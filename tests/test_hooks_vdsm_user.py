@@ -53,7 +53,7 @@ def _requirements(base):
     return _tool_requirements() or ul.unusable_reason(
         # the hooks run the system python3 (VDSM's interpreter), as vdsm
         VDSM_UID, VDSM_GID, ul.SYSTEM_PYTHON, os.path.join(base, "lib"),
-        ["lxml.etree", "qos_hooks.hooks"])
+        ["lxml.etree", "qos_hooks.hooks.vdsm_vm"])
 
 
 def _tool_requirements():

@@ -21,8 +21,8 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from qos_hooks import privproto
-from qos_hooks.privproto import RequestError, parse_request
+from qos_hooks.priv import protocol as privproto
+from qos_hooks.priv.protocol import RequestError, parse_request
 from tests.ovs_sandbox import ovs_sandbox, require  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ The hooks used to rewrite the file in place (write, then truncate): with the
 disk full the file was cut short, and a SIGKILL between the write and the
 truncate left the new document followed by the old tail.  Now the new bytes
 go to a temporary file in the same directory, are fsynced, and renamed over
-the original (qos_hooks.fileio.write_atomic); VDSM re-reads the file by name.
+the original (qos_hooks.core.fileio.write_atomic); VDSM re-reads the file by name.
 
 * a small tmpfs that fills up mid-write: the hook fails by its failure
   policy, the file is the complete original, no temporary file is left;

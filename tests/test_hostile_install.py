@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from qos_hooks import install as inst
+from qos_hooks.cli import install as inst
 from tests import packaging_helpers as ph
 
 

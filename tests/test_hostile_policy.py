@@ -21,8 +21,11 @@ import sys
 
 import pytest
 
-from qos_hooks import hooks, libvirt_hook, policy, vdsm_network
-from qos_hooks.errors import EXIT_CONFIG
+from qos_hooks.hooks import vdsm_vm as hooks
+from qos_hooks.hooks import libvirt_qemu as libvirt_hook
+from qos_hooks.core import policy
+from qos_hooks.hooks import vdsm_network
+from qos_hooks.core.errors import EXIT_CONFIG
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO, "examples", "qos-hooks.conf")

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from qos_hooks.errors import EXIT_INPUT
+from qos_hooks.core.errors import EXIT_INPUT
 from tests.core_helpers import EXAMPLES, run_cli
 
 CONF = os.path.join(EXAMPLES, "qos-hooks.conf")
@@ -121,7 +121,7 @@ def test_the_parser_itself_reaches_no_network(listener):
     """Behind the up-front checks: lxml with the project's parser options
     neither fetches a DTD nor an external entity."""
     from lxml import etree
-    from qos_hooks import domxml
+    from qos_hooks.core import domxml
     url, sock = listener
     doc = ('<!DOCTYPE domain SYSTEM "%s/d.dtd" [<!ENTITY %% p SYSTEM "%s/p.ent"> %%p;'
            '<!ENTITY x SYSTEM "%s/x">]><domain><name>&x;</name></domain>' % (url, url, url))

@@ -17,8 +17,11 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from qos_hooks import hostnet_decide, hostnet_qos, policy, vdsm_network
-from qos_hooks.errors import ConfigError, InputError
+from qos_hooks.hostnet import decisions as hostnet_decide
+from qos_hooks.hostnet import hostqos as hostnet_qos
+from qos_hooks.core import policy
+from qos_hooks.hooks import vdsm_network
+from qos_hooks.core.errors import ConfigError, InputError
 from tests.vdsm_runner import JSON, HookError, run_hook_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +162,7 @@ def test_invalid_requests_fail_naming_network_and_value(env, qos, words):
                      base_env=env)
     res = ei.value.result
     # exit 2: VDSM reports the stderr of the last script run, so ours stops
-    # the loop (qos_hooks.vdsm_network.FAIL_EXIT); VDSM raises before it reads
+    # the loop (qos_hooks.hooks.vdsm_network.FAIL_EXIT); VDSM raises before it reads
     # the file back (lib/vdsm/common/hooks.py _runHooksDir)
     assert res.rcs == (2,)
     assert res.data is None
@@ -471,8 +474,8 @@ def test_vdsm_json_round_trips_and_edits_are_local(networks, options, indent_cho
     json.loads (lib/vdsm/common/hooks.py _runHooksDir): json.dumps(json.loads(x))
     == x for such files, and an edit of one network's hostQos changes that
     member only, whatever the formatting of the file."""
-    from qos_hooks.hostnet_decide import NetworkDecision
-    from qos_hooks.hostnet_qos import Curve, HostQos
+    from qos_hooks.hostnet.decisions import NetworkDecision
+    from qos_hooks.hostnet.hostqos import Curve, HostQos
     data = {"request": {"networks": networks, "bondings": {}, "options": options}}
     vdsm_text = json.dumps(data)
     assert json.dumps(json.loads(vdsm_text)) == vdsm_text
@@ -521,7 +524,7 @@ def test_stale_pending_replaced_by_next_before_hook(env, tmp_path):
 # -- the OVS mapping (pure) -------------------------------------------------------------
 
 def test_plan_uplink_mapping():
-    from qos_hooks import hostnet_ovs as ho
+    from qos_hooks.hostnet import ovs as ho
     entries = {
         "a": {"hostQos": {"out": {"ls": {"m2": 30}, "ul": {"m2": 8 * 10 ** 9}}}, "vlan": 10},
         "b": {"hostQos": {"out": {"ls": {"m2": 10}, "rt": {"m2": 5 * 10 ** 9},

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from qos_hooks import hostnet_ovs
+from qos_hooks.hostnet import ovs as hostnet_ovs
 from tests.ovs_sandbox import OvsSandbox, SandboxError, require
 from tests.test_hostnet import HOOKS, MBIT, ROOT, engine_qos, engine_request
 from tests.vdsm_runner import JSON, run_hook_dir

@@ -1,7 +1,7 @@
 """``qos-hooks install`` / ``uninstall`` (issue 6): the RPMs' files for pip hosts.
 
 Staged with ``--root`` into empty directories: the same paths and modes as the
-RPMs (both derive from ``qos_hooks.install.layout()``; tests/test_rpm.py checks
+RPMs (both derive from ``qos_hooks.cli.install.layout()``; tests/test_rpm.py checks
 the RPM side), the running interpreter in every shebang, the hooks run from
 there as VDSM and libvirt run them, idempotence, an uninstall that removes
 exactly what install recorded, keeps a modified config, and never touches
@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from qos_hooks import install as inst
-from qos_hooks.errors import UsageError
+from qos_hooks.cli import install as inst
+from qos_hooks.core.errors import UsageError
 from tests import packaging_helpers as ph
 
 ALL = [inst.COMMON, inst.VDSM, inst.LIBVIRT]
@@ -216,7 +216,7 @@ def wheel_venv(tmp_path_factory):
 
 def test_install_from_wheel(wheel_venv, tmp_path):
     python = os.path.join(wheel_venv, "bin", "python")
-    r = subprocess.run([python, "-c", "import qos_hooks.install as i; print(i.data_root())"],
+    r = subprocess.run([python, "-c", "import qos_hooks.cli.install as i; print(i.data_root())"],
                        capture_output=True, text=True, cwd="/", env=ph.base_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith(wheel_venv) and r.stdout.strip().endswith("qos_hooks/data")

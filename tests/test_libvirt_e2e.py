@@ -3,7 +3,7 @@ this project's qemu hook installed in libvirt's hook directory
 (tests/libvirtd_host.py sets all of it up without touching the host's files).
 
 * start: the limits stand in OVSDB and in the kernel (htb classes on the
-  tap) as qos_hooks.ovs_plan.map_bandwidth defines them; libvirt's own
+  tap) as qos_hooks.ovs.mapping.map_bandwidth defines them; libvirt's own
   rows are replaced;
 * destroy: zero QoS and Queue rows left for the domain, whoever made them
   (libvirt 9.0 leaks its own; the release hook removes them);
@@ -23,8 +23,9 @@ import uuid
 
 import pytest
 
-from qos_hooks import live, policy
-from qos_hooks.ovs_plan import LIBVIRT_VM_KEY, OWNER_KEY, map_bandwidth
+from qos_hooks.virt import live
+from qos_hooks.core import policy
+from qos_hooks.ovs.mapping import LIBVIRT_VM_KEY, OWNER_KEY, map_bandwidth
 from tests.libvirtd_host import HostError, LibvirtdHost, domain_xml, missing_requirement
 from tests.ovs_sandbox import htb_rates, require
 
@@ -186,8 +187,7 @@ def test_vdsm_update_device_changes_limits_without_restart(host, tmp_path):
         env = dict(os.environ, PYTHONPATH=REPO, QOS_HOOKS_CONFIG=str(conf), QOS_HOOKS_VIA_HELPER="1",
                    QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER)
         res = run_hook_dir(os.path.join(REPO, "hooks", "after_update_device"), new_iface,
-                           hook_point="after_update_device", vm_id=u, base_env=env,
-                           timeout=60)
+                           hook_point="after_update_device", vm_id=u, base_env=env)
         assert res.rcs == (0,), res.stderr
         assert "ERROR" not in res.stderr, res.stderr
         silver = policy.Bandwidth(inbound=policy.Rate(average=250),
@@ -524,8 +524,7 @@ def test_vdsm_getxml_update_and_unplug_act_on_the_ovs_port(host, tmp_path):
                    QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER,
                    PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         res = run_hook_dir(os.path.join(REPO, "hooks", "after_update_device"), new_iface,
-                           hook_point="after_update_device", vm_id=u, base_env=env,
-                           timeout=60)
+                           hook_point="after_update_device", vm_id=u, base_env=env)
         assert res.rcs == (0,), res.stderr
         assert "ERROR" not in res.stderr, res.stderr
         new = policy.Bandwidth(inbound=policy.Rate(average=250, peak=500),
@@ -540,8 +539,7 @@ def test_vdsm_getxml_update_and_unplug_act_on_the_ovs_port(host, tmp_path):
         host.vsctl("del-port", dev)
         res = run_hook_dir(os.path.join(REPO, "hooks", "after_nic_hotunplug"),
                            _getxml_iface(dom, "<inbound average='250' peak='500'/>"),
-                           hook_point="after_nic_hotunplug", vm_id=u, base_env=env,
-                           timeout=60)
+                           hook_point="after_nic_hotunplug", vm_id=u, base_env=env)
         assert res.rcs == (0,), res.stderr
         assert "ERROR" not in res.stderr, res.stderr
         assert _rows_for(host, u) == [[], []]

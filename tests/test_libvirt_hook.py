@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from qos_hooks.ovs_plan import LIBVIRT_IFNAME_KEY, LIBVIRT_VM_KEY
+from qos_hooks.ovs.mapping import LIBVIRT_IFNAME_KEY, LIBVIRT_VM_KEY
 from tests.ovs_sandbox import ovs_sandbox  # noqa: F401
 from tests.test_hooks_vdsm import (GOLD, MAC0, UUID, assert_ovs_has, domain_xml, iface_xml,
                                    q)

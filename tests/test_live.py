@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from qos_hooks import live, policy
-from qos_hooks.errors import InputError
+from qos_hooks.virt import live
+from qos_hooks.core import policy
+from qos_hooks.core.errors import InputError
 
 CONF = """\
 [settings]
@@ -151,7 +152,7 @@ def test_cli_set_exit_codes(tmp_path):
 
 def test_live_module_is_the_only_libvirt_importer():
     """The hooks never import libvirt (the qemu hook would deadlock libvirtd)."""
-    code = ("import sys, qos_hooks.hooks, qos_hooks.libvirt_hook, qos_hooks.privhelper; "
+    code = ("import sys, qos_hooks.hooks.vdsm_vm, qos_hooks.hooks.libvirt_qemu, qos_hooks.priv.helper; "
             "print('libvirt' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                          universal_newlines=True, cwd=os.path.dirname(os.path.dirname(

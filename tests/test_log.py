@@ -1,4 +1,4 @@
-"""qos_hooks.log: the lean logger writes the same lines as logging would, and
+"""qos_hooks.core.log: the lean logger writes the same lines as logging would, and
 [settings] log_level applies unless the command line or environment say otherwise."""
 
 import io
@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from qos_hooks import log, policy
+from qos_hooks.core import log
+from qos_hooks.core import policy
 import pytest
 
 from tests.core_helpers import ROOT
@@ -74,7 +75,7 @@ def test_lean_logger_in_a_fresh_process():
     """Without logging loaded, setup() returns the lean logger and the config
     level applies to it; a later get() configures logging identically."""
     code = (
-        "import sys; from qos_hooks import log, policy\n"
+        "import sys; from qos_hooks.core import log, policy\n"
         "lg = log.setup({'hook': 'h'})\n"
         "assert type(lg).__name__ == 'LeanLogger' and 'logging' not in sys.modules\n"
         "lg.info('lean')\n"

@@ -1,9 +1,9 @@
 """The man pages (tools/gen-manpage.py) and the operator's guide cover the whole CLI.
 
-qos-hooks(1) and the guide are checked against ``qos_hooks.cli.build_parser()``
+qos-hooks(1) and the guide are checked against ``qos_hooks.cli.main.build_parser()``
 itself, so a new subcommand or option that is not documented fails here;
 qos-hooks.conf(5) is docs/policy.md converted, checked against the keys
-qos_hooks.policy accepts.  Both committed pages must be what the generator
+qos_hooks.core.policy accepts.  Both committed pages must be what the generator
 makes today and render without a warning from ``man --warnings``.
 """
 
@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from qos_hooks.cli import build_parser
+from qos_hooks.cli.main import build_parser
 from tests import packaging_helpers as ph
 
 GUIDE = os.path.join(ph.REPO, "docs", "operator-guide.md")
@@ -89,14 +89,14 @@ def test_committed_manpage_is_current():
     with open(os.path.join(ph.REPO, "docs", "qos-hooks.1"), encoding="utf-8") as f:
         committed = f.read()
     assert _without_date(committed) == _without_date(_gen().render()), \
-        "docs/qos-hooks.1 is out of date with qos_hooks/cli.py: run 'make man' and commit it"
+        "docs/qos-hooks.1 is out of date with qos_hooks/cli/main.py: run 'make man' and commit it"
 
 
 def test_conf5_page_is_policy_md(tmp_path):
     """qos-hooks.conf(5) is generated from docs/policy.md: every settings key and
-    every profile key family qos_hooks.policy accepts is in it, and the committed
+    every profile key family qos_hooks.core.policy accepts is in it, and the committed
     docs/qos-hooks.conf.5 is current."""
-    from qos_hooks import policy
+    from qos_hooks.core import policy
     with open(os.path.join(ph.REPO, "docs", "policy.md"), encoding="utf-8") as f:
         md = f.read()
     page = _gen().render_conf(md, date="2026-01-01")

@@ -22,9 +22,11 @@ import urllib.request
 
 import pytest
 
-from qos_hooks import hostnet_ovs, metrics, ovs_backend
-from qos_hooks.desired import DomainQos, InterfaceQos
-from qos_hooks.policy import Bandwidth, Rate
+from qos_hooks.hostnet import ovs as hostnet_ovs
+from qos_hooks.observe import metrics
+from qos_hooks.ovs import backend as ovs_backend
+from qos_hooks.core.desired import DomainQos, InterfaceQos
+from qos_hooks.core.policy import Bandwidth, Rate
 from tests.ovs_sandbox import OvsSandbox, SandboxError, require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +108,7 @@ def host(tmp_path_factory):
         sb.ns("tc", "class", "add", "dev", "vnet9", "parent", "1:", "classid", "1:1", "htb",
               "rate", "500kbps", "ceil", "1000kbps", "burst", "64kb")
         sb.ns("tc", "qdisc", "add", "dev", "vnet9", "ingress")
-        # a host network queue on an OVS uplink (qos_hooks.hostnet_ovs)
+        # a host network queue on an OVS uplink (qos_hooks.hostnet.ovs)
         sb.add_port(UPLINK, isolated=False)
         applied = {HOSTNET: {"hostQos": {"out": {"ul": {"m2": HOSTNET_UL},
                                                   "ls": {"m2": 10}}},
@@ -520,7 +522,7 @@ def test_metrics_timer_and_service_verify(tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                        cwd=str(tmp_path))
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
-    from qos_hooks.cli import build_parser
+    from qos_hooks.cli.main import build_parser
     argv = exec_line.split()[1:]
     args = build_parser().parse_args([a.replace("${QOS_HOOKS_TEXTFILE_DIR}", str(tmp_path))
                                       for a in argv])
@@ -556,8 +558,8 @@ def test_listen_on_a_taken_port_is_a_usage_error(tmp_path):
 def test_top_rates_and_sorting_from_two_samples():
     """Pure: rates over each vNIC's own read interval; a counter that went
     backwards (device re-created) gives no rate instead of a negative one."""
-    from qos_hooks import top
-    from qos_hooks.metrics import ClassStats, Counters, HostSample, Limit, Vnic
+    from qos_hooks.cli import top
+    from qos_hooks.observe.metrics import ClassStats, Counters, HostSample, Limit, Vnic
 
     def vnic(name, t, inb, drops, avg=1000):
         return Vnic("d-" + name, "", "", name, "br0", "ovs", {"inbound": Limit(avg)},
@@ -578,6 +580,6 @@ def test_listen_parsing():
     assert metrics.parse_listen("127.0.0.1:9999") == ("127.0.0.1", 9999)
     assert metrics.parse_listen("[::1]:10144") == ("::1", 10144)
     assert metrics.parse_listen("8080") == ("127.0.0.1", 8080)
-    from qos_hooks.errors import UsageError
+    from qos_hooks.core.errors import UsageError
     with pytest.raises(UsageError, match="ADDR:PORT"):
         metrics.parse_listen("127.0.0.1:http")

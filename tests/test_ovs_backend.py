@@ -10,11 +10,11 @@ import re
 
 import pytest
 
-from qos_hooks import ovs_backend
-from qos_hooks.desired import DomainQos, InterfaceQos
-from qos_hooks.errors import (BackendTimeout, BackendUnavailable, OwnershipError, VerifyError)
-from qos_hooks.ovs_plan import OWNER_KEY
-from qos_hooks.policy import Bandwidth, Rate
+from qos_hooks.ovs import backend as ovs_backend
+from qos_hooks.core.desired import DomainQos, InterfaceQos
+from qos_hooks.core.errors import (BackendTimeout, BackendUnavailable, OwnershipError, VerifyError)
+from qos_hooks.ovs.mapping import OWNER_KEY
+from qos_hooks.core.policy import Bandwidth, Rate
 from tests.ovs_sandbox import ovs_sandbox  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]

@@ -6,7 +6,7 @@ acts only on the requesting VM's own port: one Interface, of a VM's type,
 not a bridge's local port, ``external_ids:attached-mac`` == the request's
 MAC and, where libvirt set it, ``external_ids:vm-id`` == the request's UUID.
 Anything else, and the same port or MAC twice, is refused whole with exit 8
-(qos_hooks.errors.PortRefused) and NOTHING changes in OVSDB.
+(qos_hooks.core.errors.PortRefused) and NOTHING changes in OVSDB.
 
 Oracle: ``ovs-vsctl --format=json list TABLE`` for every table qos-hooks
 reads or writes, byte for byte.  ovs-vswitchd is stopped while the refusals
@@ -21,12 +21,12 @@ import sys
 
 import pytest
 
-from qos_hooks import ovs_backend
-from qos_hooks import privproto
-from qos_hooks.desired import DomainQos, InterfaceQos
-from qos_hooks.errors import EXIT_PERMISSION, PortRefused
-from qos_hooks.ovs_plan import OWNER_KEY
-from qos_hooks.policy import Bandwidth, Rate
+from qos_hooks.ovs import backend as ovs_backend
+from qos_hooks.priv import protocol as privproto
+from qos_hooks.core.desired import DomainQos, InterfaceQos
+from qos_hooks.core.errors import EXIT_PERMISSION, PortRefused
+from qos_hooks.ovs.mapping import OWNER_KEY
+from qos_hooks.core.policy import Bandwidth, Rate
 from tests.ovs_sandbox import OvsSandbox, SandboxError, ovs_sandbox, require  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]

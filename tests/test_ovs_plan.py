@@ -4,10 +4,10 @@ import shlex
 
 import pytest
 
-from qos_hooks import ovs_plan as P
-from qos_hooks.desired import DomainQos, InterfaceQos
-from qos_hooks.errors import InputError, PortRefused
-from qos_hooks.policy import Bandwidth, Rate
+from qos_hooks.ovs import mapping as P
+from qos_hooks.core.desired import DomainQos, InterfaceQos
+from qos_hooks.core.errors import InputError, PortRefused
+from qos_hooks.core.policy import Bandwidth, Rate
 
 U = "11111111-2222-3333-4444-555555555555"
 OTHER = "99999999-2222-3333-4444-555555555555"
@@ -222,8 +222,8 @@ def test_importing_the_backend_loads_neither_ovs_nor_pyroute2():
     """The VM-start hook path must not pay for the OVS and netlink libraries."""
     import subprocess
     import sys
-    code = ("import sys, qos_hooks.ovs_backend, qos_hooks.ovs_plan, qos_hooks.ovsdb, "
-            "qos_hooks.tc, qos_hooks.ovs_commands; "
+    code = ("import sys, qos_hooks.ovs.backend, qos_hooks.ovs.mapping, qos_hooks.ovs.ovsdb, "
+            "qos_hooks.kernel.tc, qos_hooks.cli.ovs_commands; "
             "bad = [m for m in ('ovs', 'pyroute2') if m in sys.modules]; "
             "sys.exit('imported: %s' % bad if bad else 0)")
     p = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE,
@@ -401,8 +401,8 @@ def test_clear_removes_the_domains_rows_no_port_references():
 
 
 def test_interface_documents_without_virtualport_are_looked_up_by_mac():
-    from qos_hooks import desired
-    from qos_hooks.domxml import DomainDoc
+    from qos_hooks.core import desired
+    from qos_hooks.core.domxml import DomainDoc
     getxml = ("<interface type='bridge'><mac address='52:54:00:AA:00:01'/>"
               "<model type='virtio'/><source bridge='%s'/><link state='up'/>"
               "<bandwidth><inbound average='250'/></bandwidth>"

@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
-from qos_hooks import policy
-from qos_hooks.errors import EXIT_CONFIG, ConfigError
-from qos_hooks.policy import Bandwidth, IoTune, Rate
+from qos_hooks.core import policy
+from qos_hooks.core.errors import EXIT_CONFIG, ConfigError
+from qos_hooks.core.policy import Bandwidth, IoTune, Rate
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "examples", "qos-hooks.conf")
@@ -524,7 +524,7 @@ def test_host_keys_in_a_later_profile_are_parsed(tmp_path):
         """)
     # kept as written, with their lines, for the network side to parse
     assert cfg.profiles["net"].host == (("host.ls.m2", "50", 4), ("host.ul.m2", "500Mbit", 5))
-    from qos_hooks.hostnet_qos import Curve, HostQos, profile_host_qos
+    from qos_hooks.hostnet.hostqos import Curve, HostQos, profile_host_qos
     assert profile_host_qos(cfg.profiles["net"]) == HostQos(ls=Curve(m2=50),
                                                             ul=Curve(m2=500000000))
 
@@ -532,7 +532,7 @@ def test_host_keys_in_a_later_profile_are_parsed(tmp_path):
 def test_shipped_example_host_network_profile():
     cfg = policy.load_config(EXAMPLE)
     assert cfg.settings.clean_libvirt_leftovers is True
-    from qos_hooks.hostnet_qos import Curve, HostQos, profile_host_qos
+    from qos_hooks.hostnet.hostqos import Curve, HostQos, profile_host_qos
     assert [k for k, _, _ in cfg.profiles["vm-network"].host] == [
         "host.ls.m2", "host.ul.m2", "host.rt.m2"]
     assert profile_host_qos(cfg.profiles["vm-network"]) == HostQos(

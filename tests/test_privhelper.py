@@ -15,9 +15,9 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from qos_hooks import privhelper
-from qos_hooks import privproto
-from qos_hooks.privproto import RequestError, parse_request
+from qos_hooks.priv import helper as privhelper
+from qos_hooks.priv import protocol as privproto
+from qos_hooks.priv.protocol import RequestError, parse_request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(REPO, "libexec", "qos-hooks-helper")
@@ -240,12 +240,12 @@ def test_executable_refuses_non_root():
     try:
         lib = os.path.join(base, "lib")
         python = ul.usable_python(65534, 65534)
-        reason = ul.unusable_reason(65534, 65534, python, lib, ["qos_hooks.privhelper"])
+        reason = ul.unusable_reason(65534, 65534, python, lib, ["qos_hooks.priv.helper"])
         if reason:
             require(reason)
         p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                             "env", "PYTHONPATH=" + lib, python, "-c",
-                            "import sys; from qos_hooks.privhelper import main; "
+                            "import sys; from qos_hooks.priv.helper import main; "
                             "sys.exit(main([]))"],
                            input=enc(good()), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=60, cwd="/")
@@ -292,7 +292,7 @@ def test_helper_through_real_sudo(tmp_path, unreachable_config):
     # this checkout, a wrapper with this interpreter stands in for it
     wrapper = tmp_path / "qos-hooks-helper"
     wrapper.write_text("#!%s\nimport sys\nsys.path.insert(0, %r)\n"
-                       "from qos_hooks.privhelper import main\nsys.exit(main())\n"
+                       "from qos_hooks.priv.helper import main\nsys.exit(main())\n"
                        % (sys.executable, REPO))
     wrapper.chmod(0o755)
     p = subprocess.run([sudo, "-n", str(wrapper)], input=enc(HOSTILE_OBJ["dev shell"]),

@@ -16,9 +16,9 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qos_hooks import policy
-from qos_hooks.domxml import DomainDoc
-from qos_hooks.rewrite import rewrite
+from qos_hooks.core import policy
+from qos_hooks.core.domxml import DomainDoc
+from qos_hooks.core.rewrite import rewrite
 from tests.core_helpers import strip_qos, validate
 
 EXAMPLES = int(os.environ.get("QOS_HOOKS_HYPOTHESIS_EXAMPLES", "50"))

@@ -1,4 +1,4 @@
-"""qos_hooks._record: the immutable value classes of the core behave like
+"""qos_hooks.core.records: the immutable value classes of the core behave like
 frozen dataclasses, and mix with them."""
 
 import json
@@ -9,9 +9,9 @@ from typing import Optional, Tuple
 
 import pytest
 
-from qos_hooks._record import FrozenInstanceError, Record, asdict, default, replace
-from qos_hooks.plan import Op, Plan, SetInterfaceBandwidth
-from qos_hooks.policy import Bandwidth, Profile, Rate
+from qos_hooks.core.records import FrozenInstanceError, Record, asdict, default, replace
+from qos_hooks.core.plan import Op, Plan, SetInterfaceBandwidth
+from qos_hooks.core.policy import Bandwidth, Profile, Rate
 
 
 class Point(Record):

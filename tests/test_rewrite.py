@@ -3,11 +3,11 @@ the oVirt and plain CPU paths, idempotence, and everything else kept."""
 
 import pytest
 
-from qos_hooks import policy
-from qos_hooks.domxml import DomainDoc
-from qos_hooks.plan import SetCpuTune, SetDiskIoTune, SetInterfaceBandwidth, SetVcpuLimit
-from qos_hooks.policy import Bandwidth, IoTune, Rate
-from qos_hooks.rewrite import rewrite
+from qos_hooks.core import policy
+from qos_hooks.core.domxml import DomainDoc
+from qos_hooks.core.plan import SetCpuTune, SetDiskIoTune, SetInterfaceBandwidth, SetVcpuLimit
+from qos_hooks.core.policy import Bandwidth, IoTune, Rate
+from qos_hooks.core.rewrite import rewrite
 from tests.core_helpers import config, strip_qos, validate
 
 CONF = """\

@@ -2,7 +2,7 @@
 flag with ``rpm -qp``, run rpmlint, unpack them into an empty root with
 ``rpm2cpio | cpio`` and run the hooks from there as VDSM and libvirt would.
 
-The expected contents come from ``qos_hooks.install.layout()`` (which reads
+The expected contents come from ``qos_hooks.cli.install.layout()`` (which reads
 ``hooks/*/50_qos_hooks`` in the tree), the same source ``qos-hooks install``
 uses: tests/test_install.py checks the other side, so the RPMs and a pip
 install put the same files with the same modes in the same places.
@@ -18,8 +18,8 @@ import sys
 
 import pytest
 
-from qos_hooks import install as inst
-from qos_hooks.cli import COMMANDS
+from qos_hooks.cli import install as inst
+from qos_hooks.cli.main import COMMANDS
 from tests import packaging_helpers as ph
 
 SPEC = os.path.join(ph.REPO, "rpm", "qos-hooks.spec")

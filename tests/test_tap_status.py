@@ -1,4 +1,4 @@
-"""``qos-hooks status DOMAIN_XML`` for taps NOT on Open vSwitch (qos_hooks.tap_status).
+"""``qos-hooks status DOMAIN_XML`` for taps NOT on Open vSwitch (qos_hooks.kernel.tap_status).
 
 Pure tests of the desired-to-tc mapping and the comparison, then the command
 against a real kernel: a veth in a fresh network namespace (``qh7-...``)
@@ -15,10 +15,10 @@ import uuid
 
 import pytest
 
-from qos_hooks import tap_status
-from qos_hooks.domxml import DomainDoc
-from qos_hooks.policy import Bandwidth, Rate
-from qos_hooks.tc import HtbClass, KernelPort
+from qos_hooks.kernel import tap_status
+from qos_hooks.core.domxml import DomainDoc
+from qos_hooks.core.policy import Bandwidth, Rate
+from qos_hooks.kernel.tc import HtbClass, KernelPort
 from tests.ovs_sandbox import ovs_sandbox  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

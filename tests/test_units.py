@@ -2,8 +2,8 @@
 
 import pytest
 
-from qos_hooks import units
-from qos_hooks.units import UnitError
+from qos_hooks.core import units
+from qos_hooks.core.units import UnitError
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from qos_hooks import examples
-from qos_hooks.errors import EXIT_CONFIG, EXIT_DRIFT, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from qos_hooks.core import examples
+from qos_hooks.core.errors import EXIT_CONFIG, EXIT_DRIFT, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.core_helpers import EXAMPLES, ROOT, run_cli
 from tests.ovs_sandbox import ovs_sandbox  # noqa: F401  (the fixture)
 
@@ -356,7 +356,7 @@ def test_17_7_example_from_a_wheel_install(wheel_venv, tmp_path):  # noqa: F811
     assert p.returncode == EXIT_OK, p.stderr
     assert p.stdout.startswith(b"--- a/ovirt-guest.xml\n")
     data = subprocess.run([os.path.join(wheel_venv, "bin", "python"), "-c",
-                           "from qos_hooks import examples; print(examples.directory())"],
+                           "from qos_hooks.core import examples; print(examples.directory())"],
                           cwd="/", env=env, capture_output=True, text=True).stdout.strip()
     assert data.startswith(wheel_venv) and data.endswith("qos_hooks/data/examples")
     p = subprocess.run([cli, "--help"], cwd="/", env=env, capture_output=True, text=True)

@@ -1,0 +1,147 @@
+"""The root helper: the one privileged entry point of the VDSM hooks.
+
+VDSM runs VM hooks as user ``vdsm`` (FIELD_NOTES section 3), and the Open
+vSwitch database is root's.  The hooks therefore hand their OVS work to
+``/usr/libexec/qos-hooks/qos-hooks-helper``, run through ``sudo -n`` and
+allowed by one sudoers line (``sudoers/50_vdsm_hook_qos_hooks``) for that
+command with no arguments, the way upstream VDSM hooks reach root.
+
+The helper reads ONE request, JSON on stdin, at most ``MAX_REQUEST_BYTES``::
+
+    {"version": 1,
+     "action": "apply" | "clear",
+     "domain": {"uuid": "8-4-4-4-12 hex", "name": "web01" | null,
+                "interfaces": [{"mac": "52:54:00:..", "target_dev": "vnet0" | null,
+                                "bandwidth": {"inbound": {"average": 1, ...},
+                                              "outbound": {...}}}]},
+     "libvirt_leftovers": false}          # "clear" only, optional
+
+Every field is checked: no unknown keys at any level, no duplicate keys, no
+floats, NaN or booleans where integers go, integers within libvirt's bounds
+(qos_hooks.core.policy), UUID, MAC and device-name formats, each string matched
+as a whole (a trailing newline is refused), integers of at most 20 digits.
+Anything else is refused with exit code 4 before any OVSDB connection is
+made.  The OVSDB remote and timeout come from the helper's own
+configuration, never from the request; when run through sudo the
+configuration path is the fixed default (``$QOS_HOOKS_CONFIG`` is ignored if
+``$SUDO_UID`` is set), and a configuration file or directory that anyone but
+root can write is refused (exit 3), as sudo and sshd refuse theirs.  Nothing
+is ever passed to a shell.
+
+Bound: the helper exits (code 5) at most ``ovsdb_timeout`` + 1 s after it
+starts, whatever it is blocked in: a watchdog thread is armed before the
+configuration is read (without blocking: a FIFO at its path is refused) and
+before the first byte of stdin, so a caller that keeps stdin open cannot
+keep a root process alive.
+
+Exit codes (qos_hooks.core.errors): 0 done, 3 configuration refused, 4 request
+refused, 5 OVSDB unavailable or timed out, 6 apply/verify failed, 8 not
+root, 1 internal error.  Messages go to stderr, one line each, and the calling hook copies
+them into its own log.
+"""
+
+import os
+import sys
+import threading
+import time
+
+from qos_hooks.core import errors
+from qos_hooks.core import log as _log
+from qos_hooks.core import policy
+from qos_hooks.core.errors import PermissionDenied, QosHooksError
+from qos_hooks.priv.protocol import MAX_REQUEST_BYTES, _refuse, parse_request
+
+# the helper's bound: ovsdb_timeout + this many seconds from its start,
+# reading stdin included (the OVSDB work itself is bounded by ovsdb_timeout)
+WATCHDOG_SLACK = 1.0
+
+
+def helper_config(environ):
+    """The helper's configuration: never influenced by a sudo caller, and
+    refused when anyone but root can write it (policy.check_trusted: exit 3).
+    Read without blocking (a FIFO at the path is refused, not waited on)."""
+    if environ.get("SUDO_UID") is not None:
+        environ = {}        # the fixed default path
+    return policy.load_config(environ=environ, missing_ok=True, trusted=True)
+
+
+def backend_apply(dq, config):
+    """In-process OVS backend call (root), bounded by ``ovsdb_timeout``; the
+    backend logs its own warnings and verification differences."""
+    from qos_hooks.ovs import backend as ovs_backend
+    return ovs_backend.apply_domain(dq, remote=config.settings.ovsdb,
+                                    timeout=config.settings.ovsdb_timeout, verify=True)
+
+
+def backend_clear(dq, config, logger, libvirt_leftovers=False):
+    from qos_hooks.ovs import backend as ovs_backend
+    return ovs_backend.clear_domain(dq, remote=config.settings.ovsdb,
+                                    timeout=config.settings.ovsdb_timeout,
+                                    libvirt_leftovers=libvirt_leftovers)
+
+
+def execute(action, dq, options, config, logger):
+    """Run the request against the OVS backend (root only)."""
+    if action == "apply":
+        result = backend_apply(dq, config)
+    else:
+        result = backend_clear(dq, config, logger,
+                               libvirt_leftovers=options["libvirt_leftovers"])
+    logger.info("%s done for domain %s (%d interface(s)) on %s", action, dq.uuid,
+                len(dq.interfaces), config.settings.ovsdb)
+    return result
+
+
+def _watchdog(seconds, logger, bound=None):
+    """Exit the process after ``seconds`` whatever the main thread is blocked in
+    (reading stdin from a caller that never closes it, an OVSDB that never
+    answers); ``bound`` is the whole bound the message names (default
+    ``seconds``)."""
+    bound = seconds if bound is None else bound
+
+    def expire():
+        try:
+            logger.error("helper bound of %.1fs exceeded: exiting", bound)
+        finally:
+            os._exit(errors.EXIT_UNAVAILABLE)
+    t = threading.Timer(seconds, expire)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def main(argv=None, stdin=None, environ=None):
+    """Entry point of libexec/qos-hooks-helper; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if environ is None else environ
+    logger = _log.setup({"helper": "qos-hooks-helper", "by": env.get("SUDO_USER")})
+    dog = None
+    try:
+        if argv:
+            _refuse("argv", "the helper takes no arguments")
+        if os.geteuid() != 0:
+            raise PermissionDenied("qos-hooks-helper must run as root (through sudo -n; "
+                                   "see sudoers/50_vdsm_hook_qos_hooks)")
+        # bounded from here on: the whole run, stdin included, ends within
+        # ovsdb_timeout + WATCHDOG_SLACK seconds of this point (the default
+        # timeout until the config has been read, without blocking)
+        start = time.monotonic()
+        dog = _watchdog(policy.DEFAULT_OVSDB_TIMEOUT + WATCHDOG_SLACK, logger)
+        config = helper_config(env)
+        dog.cancel()
+        bound = config.settings.ovsdb_timeout + WATCHDOG_SLACK
+        dog = _watchdog(max(0.0, start + bound - time.monotonic()), logger, bound)
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        data = stream.read(MAX_REQUEST_BYTES + 1)
+        action, dq, options = parse_request(data)
+        execute(action, dq, options, config, logger)
+        return 0
+    except QosHooksError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    except Exception:
+        logger.exception("internal error")
+        return errors.EXIT_INTERNAL
+    finally:
+        if dog is not None:      # done in time (main() may run in-process)
+            dog.cancel()
