@@ -47,7 +47,7 @@ check: deps lint test
 # (rpm/qos-hooks.spec; Debian's `rpm` package provides rpmbuild), then runs
 # rpmlint with rpm/rpmlint.toml.  `make man` regenerates docs/qos-hooks.1
 # from the CLI's own argparse help (the RPM generates its copy the same way;
-# tests/test_manpage.py fails when the committed page is out of date).
+# tests/cli/test_manpage.py fails when the committed page is out of date).
 .PHONY: rpm man
 
 rpm:

@@ -1,4 +1,4 @@
-"""Shared by tests/test_rpm.py and tests/test_install.py.
+"""Shared by tests/project/test_rpm.py and tests/cli/test_install.py.
 
 Both prove the same thing for two ways of putting qos-hooks on a host: the
 files, modes and sudoers drop-in of ``qos_hooks.cli.install.layout()`` land where

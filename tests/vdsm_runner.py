@@ -1,7 +1,7 @@
 """Run a VDSM hook directory exactly the way VDSM does.
 
 Facts from oVirt vdsm's source (master), reproduced here, not copied; each
-rule is checked row by row in tests/test_vdsm_runner.py:
+rule is checked row by row in tests/hooks/test_vdsm_runner.py:
 
 lib/vdsm/common/hooks.py ``_scriptsPerDir``
     the scripts are ``glob(<dir>/*)`` (so names starting with a dot never

@@ -10,7 +10,7 @@ an operator does, below) and the installed FILES (paths from
 qos_hooks.cli.install).  Section 5 is docs/policy.md itself, converted: the key
 tables, units, disk rules, selection and bounds of the policy file have one
 source.  ``make man`` and the RPM's %build run this, so the pages cannot drift
-from ``--help`` or from docs/policy.md (tests/test_manpage.py checks the
+from ``--help`` or from docs/policy.md (tests/cli/test_manpage.py checks the
 committed docs/qos-hooks.1 and docs/qos-hooks.conf.5).  Needs only the
 standard library (qos_hooks.cli.main imports nothing else at module level).
 """

@@ -84,7 +84,7 @@ BW_BURST_MTU_MIN = -(-MTU_BYTES // 1024)       # KiB: 2, the smallest sane burst
 # other_config max-rate/min-rate are bit/s divided by 8 into struct htb_class,
 # handed to tc_fill_rate's 32-bit tc_ratespec): (2^32-1)*8 bit/s = 34.36 Gbit/s,
 # that is 4294967 KB/s (measured with OVS 3.1: max-rate 35000000000 gives a
-# 640261Kbit htb class, the value wrapped; tests/test_ux.py).  Interface ingress_policing_rate/burst are kbit and must
+# 640261Kbit htb class, the value wrapped; tests/cli/test_ux.py).  Interface ingress_policing_rate/burst are kbit and must
 # stay under 2^32: average*8 and burst*8, so 536870911 KB/s.
 OVS_UINT32_MAX = 2 ** 32 - 1
 OVS_HTB_RATE_MAX = OVS_UINT32_MAX * 8 // 8000          # KB/s (4294967)

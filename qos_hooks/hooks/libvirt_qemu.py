@@ -26,7 +26,7 @@ against the original and mark the domain tainted "hook-script" (libvirt
 src/qemu/qemu_migration.c qemuMigrationDstPrepareAny sets taint_hook, then
 priv->hookRun, which qemuDomainObjCheckTaint turns into the taint; the
 restore path does the same, measured on libvirt 9.0 by
-tests/test_libvirt_e2e.py), even when the bytes are the ones libvirt passed
+tests/hooks/test_libvirt_e2e.py), even when the bytes are the ones libvirt passed
 in.  Empty output means "use the XML as it was" (qemuMigrationDstPrepareAny:
 "Migrate hook filter returned nothing"), and with several scripts in qemu.d
 an empty output leaves an earlier script's output in place: virHookCall

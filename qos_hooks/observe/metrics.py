@@ -514,7 +514,7 @@ VNIC_LABELS = ("domain", "domain_uuid", "mac", "ifname", "bridge", "backend")
 HOSTNET_LABELS = ("network", "uplink", "bridge", "vlan", "queue")
 
 # (name, type, help): the reference table of docs/observability.md is checked
-# against this list by tests/test_metrics.py
+# against this list by tests/observe/test_metrics.py
 VNIC_METRICS = (
     ("qos_hooks_vnic_limit_average_bytes_per_second", "gauge",
      "Configured average rate of the vNIC's limit in this direction, as applied."),
