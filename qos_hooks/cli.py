@@ -132,6 +132,23 @@ def _args_set(p):
     p.add_argument("--live", action="store_true", help="change the running domain")
     p.add_argument("--persistent", "--config-xml", dest="persistent", action="store_true",
                    help="change the persistent definition (virsh's --config)")
+    p.add_argument("--store-profile", action="store_true",
+                   help="also record --profile in the domain's metadata "
+                        "(<qos-hooks:qos profile=NAME/>): 'qos-hooks agent' applies it at "
+                        "every start")
+
+
+def _args_agent(p):
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI (default: qemu:///system)")
+    p.add_argument("--interval", type=float, metavar="SECONDS",
+                   help="full reconcile period, the safety net (default: 300)")
+    p.add_argument("--debounce", type=float, metavar="SECONDS",
+                   help="quiet time that ends a burst of events (default: 0.1)")
+    p.add_argument("--netns", metavar="NAME",
+                   help="network namespace of the port devices, for the kernel read-back")
 
 
 def _install_args(verb):
@@ -176,6 +193,12 @@ COMMANDS = (
      "Apply a profile to a running domain through the libvirt API "
      "(setInterfaceParameters, setBlockIoTune, setSchedulerParametersFlags), then the "
      "OVS backend for OVS ports.", _args_set),
+    ("agent", "qos_hooks.agent:main",
+     "keep every VM's QoS true between hook calls (optional daemon)",
+     "Watch libvirt domain events and OVSDB; re-apply QoS after a NIC hotplug, a "
+     "domiftune, a domain start (profile from the domain's metadata or default_profile) "
+     "and an ovs-vswitchd restart. Run by qos-hooks-agent.service; see docs/agent.md.",
+     _args_agent),
     ("install", "qos_hooks.install:install_main", "install hooks into VDSM/libvirt directories",
      "Install the same files, modes and sudoers drop-in as the RPMs.", _install_args("install")),
     ("uninstall", "qos_hooks.install:uninstall_main", "remove what 'install' installed",
