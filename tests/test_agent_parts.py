@@ -1,0 +1,230 @@
+"""The agent's parts that need no libvirtd: its systemd unit (installed, verified by
+systemd's own parser), sd_notify, the pid file watch, the metadata element, and
+the one-transaction reconcile against a real OVS sandbox, also while a hook's
+``apply`` acts on the same ports at the same time (OVSDB transactions with
+``verify()`` keep both correct: no lost update, no duplicate or orphaned row).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from lxml import etree
+
+from qos_hooks import agent, agent_reconcile, install as inst, ovs_backend, profile_meta
+from qos_hooks.desired import DomainQos, InterfaceQos
+from qos_hooks.ovs_plan import OWNER_KEY, map_bandwidth
+from qos_hooks.ovsdb import Connection, Deadline
+from qos_hooks.policy import Bandwidth, Rate
+from tests import packaging_helpers as ph
+from tests.ovs_sandbox import OvsSandbox, SandboxError, require
+
+UUID = "13000000-0000-4000-8000-000000000013"
+BW = Bandwidth(inbound=Rate(average=1250, peak=2500, burst=256),
+               outbound=Rate(average=625, burst=128))
+BW2 = Bandwidth(inbound=Rate(average=500), outbound=Rate(average=250))
+
+
+def test_agent_unit_installed_rendered_and_verified(tmp_path):
+    ph.need_tools("systemd-analyze")
+    for component in ("--libvirt", "--vdsm"):
+        root = str(tmp_path / component.strip("-"))
+        os.makedirs(root)
+        r = subprocess.run([sys.executable, "-m", "qos_hooks", "install", component,
+                            "--root", root], capture_output=True, text=True, cwd="/",
+                           env=ph.base_env(PYTHONPATH=ph.REPO))
+        assert r.returncode == 0, r.stdout + r.stderr
+        unit = ph.under(root, inst.AGENT_UNIT)
+        with open(unit) as f:
+            text = f.read()
+        (exec_line,) = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+        assert exec_line.split("=", 1)[1].split() == [sys.executable, "-m", "qos_hooks",
+                                                      "agent"]
+        for line in ("Type=notify", "Restart=on-failure", "StandardError=journal"):
+            assert line in text.splitlines(), line
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+        # not enabled: nothing in a .wants directory
+        assert not [d for d, _, _ in os.walk(root) if d.endswith(".wants")]
+    with open(os.path.join(ph.REPO, inst.SRC_AGENT_UNIT)) as f:
+        assert "ExecStart=/usr/bin/qos-hooks agent\n" in f.read()
+    with open(os.path.join(ph.REPO, "rpm", "qos-hooks.spec")) as f:
+        spec = f.read()
+    assert "%{_unitdir}/qos-hooks-agent.service\n" in spec
+    assert "systemd_post qos-hooks-agent" not in spec      # not enabled by default
+
+
+def test_sd_notify_datagram(tmp_path):
+    path = str(tmp_path / "n.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    try:
+        assert agent.sd_notify("READY=1", {"NOTIFY_SOCKET": path})
+        assert s.recv(100) == b"READY=1"
+    finally:
+        s.close()
+    assert agent.sd_notify("READY=1", {}) is False
+
+
+def test_pidfile_watch_sees_a_new_pidfile(tmp_path):
+    pid = tmp_path / "ovs-vswitchd.pid"
+    pid.write_text("1\n")
+    w = agent.PidfileWatch(str(pid))
+    try:
+        assert w.fd is not None and w.read() is False
+        tmp = tmp_path / "ovs-vswitchd.pid.tmp99"        # what make_pidfile does
+        tmp.write_text("99\n")
+        os.rename(str(tmp), str(pid))
+        assert w.read() is True
+        assert w.read() is False
+        (tmp_path / "other").write_text("x")
+        assert w.read() is False
+    finally:
+        w.close()
+
+
+def test_profile_meta_round_trip():
+    meta = profile_meta.ProfileMeta("gold", "gold")
+    el = etree.fromstring(meta.to_xml())
+    el = etree.fromstring("<domain><metadata><q:qos xmlns:q='%s' %s/></metadata></domain>"
+                          % (profile_meta.NS, " ".join("%s='%s'" % kv for kv in el.items())))
+    assert profile_meta.read(el) == meta
+    assert profile_meta.read(etree.fromstring("<domain/>")) == profile_meta.ProfileMeta()
+
+
+@pytest.fixture
+def sandbox():
+    require()
+    sb = OvsSandbox(prefix="qh13")
+    try:
+        sb.start()
+    except SandboxError as e:
+        require("OVS sandbox could not start: %s" % e)
+    try:
+        yield sb
+    finally:
+        sb.stop()
+
+
+def _dq(n, bw):
+    return DomainQos(UUID, "qh13", tuple(
+        InterfaceQos("52:54:00:13:00:%02x" % i, "qh13p%d" % i, bw) for i in range(n)))
+
+
+def _add_ports(sb, n):
+    for i in range(n):
+        sb.add_port("qh13p%d" % i, mac="52:54:00:13:00:%02x" % i,
+                    external_ids={"attached-mac": "52:54:00:13:00:%02x" % i})
+
+
+def _state(sb):
+    qos = sb.vsctl_json("QoS")
+    queues = sb.vsctl_json("Queue")
+    ports = {p["name"]: p["qos"] for p in sb.vsctl_json("Port", "name", "qos")
+             if p["name"].startswith("qh13p")}
+    return qos, queues, ports
+
+
+def test_reconcile_repairs_with_reasons_then_nothing_to_do(sandbox):
+    sb = sandbox
+    _add_ports(sb, 3)
+    conn = Connection(sb.remote, Deadline(10))
+    try:
+        res = agent_reconcile.run(conn, [_dq(3, BW)], timeout=10, remote=sb.remote,
+                                  netns=sb.netns, causes={UUID: "hotplug of net0"})
+        assert not res.fatal and res.verified == (UUID,)
+        texts = [r.text for r in res.repairs]
+        assert "no QoS on qh13p0 after hotplug of net0: applied average mapping" in texts
+        # libvirt's mapping on one port (its tags, peak as queue max-rate)
+        sb.vsctl("--", "set", "Port", "qh13p1", "qos=@q", "--", "--id=@q", "create", "QoS",
+                 "type=linux-htb", "other_config:max-rate=20000000", "queues:0=@u",
+                 "external_ids:vm-id=%s" % UUID, "--", "--id=@u", "create", "Queue",
+                 "other_config:min-rate=10000000", "other_config:max-rate=20000000",
+                 "external_ids:vm-id=%s" % UUID, wait=True)
+        conn.settle()
+        res = agent_reconcile.run(conn, [_dq(3, BW)], timeout=10, remote=sb.remote,
+                                  netns=sb.netns, causes={UUID: "domiftune"})
+        assert [(r.port, r.kind) for r in res.repairs if r.kind != "orphan"] == [
+            ("qh13p1", agent_reconcile.LIBVIRT_REPLACED)]
+        assert ("libvirt replaced QoS on qh13p1 after domiftune: restored average mapping"
+                in [r.text for r in res.repairs])
+        assert not res.fatal
+        qos, queues, ports = _state(sb)
+        assert len(qos) == 3 and len(queues) == 3
+        # nothing to do: no write at all
+        res = agent_reconcile.run(conn, [_dq(3, BW)], timeout=10, remote=sb.remote,
+                                  netns=sb.netns)
+        assert res.repairs == [] and not res.plan.ops and res.verified == (UUID,)
+    finally:
+        conn.close()
+
+
+def _libvirt_rows(sb, n):
+    """libvirt's own mapping on every port (its vm-id tags, peak as queue max-rate)."""
+    args = []
+    for i in range(n):
+        args += ["--", "set", "Port", "qh13p%d" % i, "qos=@q%d" % i, "--", "--id=@q%d" % i,
+                 "create", "QoS", "type=linux-htb", "other_config:max-rate=20000000",
+                 "queues:0=@u%d" % i, "external_ids:vm-id=%s" % UUID, "--", "--id=@u%d" % i,
+                 "create", "Queue", "other_config:min-rate=10000000",
+                 "other_config:max-rate=20000000", "external_ids:vm-id=%s" % UUID]
+    sb.vsctl(*args, wait=True)
+
+
+def test_agent_and_hook_on_the_same_ports_at_once(sandbox):
+    """A hotplug seen by both: libvirt's rows on every port, then the agent's
+    pass and a hook's ``apply`` (VDSM after_nic_hotplug) run at the same time,
+    each on its own OVSDB connection, both replacing libvirt's rows.  Both
+    succeed and verify (the loser's transaction gets TRY_AGAIN, replans against
+    the winner's rows and finds nothing left to do), and the end state has
+    exactly one qos-hooks QoS + Queue per port, libvirt's destroyed, nothing
+    orphaned."""
+    sb = sandbox
+    n = 8
+    _add_ports(sb, n)
+    want, _ = map_bandwidth(BW)
+    for _ in range(3):
+        _libvirt_rows(sb, n)
+        errors, results = [], {}
+        conn = Connection(sb.remote, Deadline(30))
+        barrier = threading.Barrier(2)
+
+        def hook():
+            try:
+                barrier.wait(30)
+                results["hook"] = ovs_backend.apply_domain(_dq(n, BW), remote=sb.remote,
+                                                           timeout=30, netns=sb.netns)
+            except Exception as e:   # reported below
+                errors.append(("hook", e))
+
+        def agent_side():
+            try:
+                conn.settle()
+                barrier.wait(30)
+                results["agent"] = agent_reconcile.run(conn, [_dq(n, BW)], timeout=30,
+                                                       remote=sb.remote, netns=sb.netns)
+            except Exception as e:
+                errors.append(("agent", e))
+        threads = [threading.Thread(target=hook), threading.Thread(target=agent_side)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        conn.close()
+        assert errors == []
+        assert results["hook"].ok and not results["agent"].fatal
+        qos, queues, ports = _state(sb)
+        assert len(qos) == n and len(queues) == n, (qos, queues)
+        assert all(q["external_ids"].get(OWNER_KEY) == UUID for q in qos)
+        assert sorted(ports.values()) == sorted(q["_uuid"] for q in qos)
+        assert {int(q["other_config"]["max-rate"]) for q in qos} == {want.qos_max_rate}
+        # start the next round from libvirt's rows again
+        args = []
+        for i in range(n):
+            args += ["--", "clear", "Port", "qh13p%d" % i, "qos"]
+        sb.vsctl(*(args + ["--", "--all", "destroy", "QoS", "--", "--all", "destroy",
+                           "Queue"]), wait=True)
