@@ -642,7 +642,8 @@ class Agent:
         # when planning finds OVSDB as desired, no kernel read-back is needed
         res = agent_reconcile.run(self._ovs, dqs, timeout=self.timeout, remote=self.remote,
                                   netns=self.netns, causes=causes,
-                                  verify_unchanged=not echo_only)
+                                  verify_unchanged=not echo_only,
+                                  kernel_check="qdisc" if full else True)
         res.dqs = dqs
         self.health.count("reconciles", trigger)
         gc_ops = self._gc()
