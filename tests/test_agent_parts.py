@@ -159,6 +159,14 @@ def test_reconcile_repairs_with_reasons_then_nothing_to_do(sandbox):
         res = agent_reconcile.run(conn, [_dq(3, BW)], timeout=10, remote=sb.remote,
                                   netns=sb.netns)
         assert res.repairs == [] and not res.plan.ops and res.verified == (UUID,)
+        # the safety net's cheap kernel check (one qdisc dump) finds a lost htb
+        # and the reattach repair puts it back
+        sb.ns("tc", "qdisc", "del", "dev", "qh13p2", "root")
+        res = agent_reconcile.run(conn, [_dq(3, BW)], timeout=10, remote=sb.remote,
+                                  netns=sb.netns, kernel_check="qdisc")
+        assert [(r.port, r.kind) for r in res.repairs] == [("qh13p2", agent_reconcile.KERNEL)]
+        assert not res.fatal
+        assert "1:fffe" in sb.tc_text("class", "show", "dev", "qh13p2")
     finally:
         conn.close()
 
