@@ -46,7 +46,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_ovs_apply import make_ports, mac, reset  # noqa: E402
+from bench_ovs_apply import mac  # noqa: E402
 from qos_hooks import agent_reconcile  # noqa: E402
 from qos_hooks.desired import DomainQos, InterfaceQos  # noqa: E402
 from qos_hooks.ovsdb import Connection, Deadline  # noqa: E402
@@ -184,6 +184,35 @@ def rss_kib(pid, key):
     return 0
 
 
+def make_ports(sb, n, batch=200):
+    """bench_ovs_apply's veth ports, added in batches (one huge ovs-vsctl can
+    take minutes on a loaded machine)."""
+    path = os.path.join(sb.dir, "links.batch")
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write("link add vnet%d type veth peer name vnet%dp\n" % (i, i))
+            f.write("link set vnet%d up\nlink set vnet%dp up\n" % (i, i))
+    sb.ns("ip", "-batch", path, timeout=600)
+    for lo in range(0, n, batch):
+        args = []
+        for i in range(lo, min(n, lo + batch)):
+            args += ["--", "add-port", sb.bridge, "vnet%d" % i, "--", "set", "Interface",
+                     "vnet%d" % i, 'external_ids:attached-mac="%s"' % mac(i)]
+        sb.vsctl(*args, wait=True, timeout=600)
+
+
+def reset(sb, n, batch=250):
+    """Every port back to no QoS (bench_ovs_apply.reset, in batches)."""
+    for lo in range(0, n, batch):
+        args = []
+        for i in range(lo, min(n, lo + batch)):
+            args += ["--", "clear", "Port", "vnet%d" % i, "qos", "--", "set", "Interface",
+                     "vnet%d" % i, "ingress_policing_rate=0", "ingress_policing_burst=0"]
+        sb.vsctl(*args, wait=True, timeout=600)
+    sb.vsctl("--all", "destroy", "QoS", "--", "--all", "destroy", "Queue", wait=True,
+             timeout=600)
+
+
 def full_reconcile(args):
     from tests.ovs_sandbox import OvsSandbox
     n = args.ports
@@ -191,21 +220,26 @@ def full_reconcile(args):
         t = time.monotonic()
         make_ports(sb, n)
         print("full reconcile of %d OVS ports (sandbox made in %.1fs), one kept IDL "
-              "connection, OVSDB + kernel verified:" % (n, time.monotonic() - t))
+              "connection, as the periodic pass runs it: OVSDB verified for every port, the "
+              "kernel's root qdiscs in one dump, htb classes of the ports written:"
+              % (n, time.monotonic() - t))
         dq = DomainQos(UUID, "bench", tuple(InterfaceQos(mac(i), "vnet%d" % i, BW)
                                             for i in range(n)))
         conn = Connection(sb.remote, Deadline(300))
         try:
             first = agent_reconcile.run(conn, [dq], timeout=300, remote=sb.remote,
-                                        netns=sb.netns)
+                                        netns=sb.netns, kernel_check="qdisc")
             assert not first.fatal, first.fatal[:3]
             same = []
             for _ in range(3):
                 conn.settle()
                 r = agent_reconcile.run(conn, [dq], timeout=300, remote=sb.remote,
-                                        netns=sb.netns)
+                                        netns=sb.netns, kernel_check="qdisc")
                 assert not r.plan.ops and not r.fatal
                 same.append(r.seconds)
+            conn.settle()
+            full_read = agent_reconcile.run(conn, [dq], timeout=300, remote=sb.remote,
+                                            netns=sb.netns, kernel_check=True).seconds
             repair = []
             for _ in range(2):
                 reset(sb, n)
@@ -215,7 +249,7 @@ def full_reconcile(args):
                                                  conn.idl.tables["Port"].rows.values()),
                                  "reset seen")
                 r = agent_reconcile.run(conn, [dq], timeout=300, remote=sb.remote,
-                                        netns=sb.netns)
+                                        netns=sb.netns, kernel_check="qdisc")
                 assert not r.fatal and len([x for x in r.repairs if x.kind == "missing"]) == n
                 repair.append(r.seconds)
         finally:
@@ -225,6 +259,8 @@ def full_reconcile(args):
         print("  all %d to repair:  best %.3fs of %d (target <= 5s: %s, %.2fx of target)"
               % (n, min(repair), len(repair), "met" if min(repair) <= 5 else "MISSED",
                  min(repair) / 5))
+        print("  (an event pass reads the classes of every port it verifies: %.3fs for all %d "
+              "with nothing to change)" % (full_read, n))
 
 
 def main():
