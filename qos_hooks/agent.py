@@ -10,7 +10,7 @@ One process, three inputs, one worker:
 * an OVSDB monitor: the same ``ovs`` IDL replica the backend uses
   (qos_hooks.ovsdb.Connection), kept open; every Interface/Port/QoS/Queue
   row that appears, changes or vanishes and names a domain (libvirt's
-  ``vm-id``, our ``qos-hooks-vm``) notes that domain.  The IDL reconnects on
+  ``vm-id``, our ``qos-hooks-vm-id``) notes that domain.  The IDL reconnects on
   its own after an ovsdb-server restart; the whole replica is re-sent then,
   which notes every domain (a full reconcile).
 * ovs-vswitchd restarts: a restart changes nothing in OVSDB when the

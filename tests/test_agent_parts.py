@@ -236,3 +236,51 @@ def test_agent_and_hook_on_the_same_ports_at_once(sandbox):
             args += ["--", "clear", "Port", "qh13p%d" % i, "qos"]
         sb.vsctl(*(args + ["--", "--all", "destroy", "QoS", "--", "--all", "destroy",
                            "Queue"]), wait=True)
+
+
+def _wait(pred, what, timeout=60):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def test_agent_survives_ovsdb_and_vswitchd_restarts(sandbox, tmp_path):
+    """The agent in-process (libvirt's test driver stands in for libvirtd):
+    ovsdb-server stopped and started again -> the IDL reconnects and a full
+    reconcile runs; ovs-vswitchd restarted -> seen through its pid file, the
+    restart pass runs."""
+    from qos_hooks import policy
+    sb = sandbox
+    cfg = policy.parse_config("[settings]\novsdb = %s\novsdb_timeout = 5\n" % sb.remote, "t")
+    a = agent.Agent(cfg, uri="test:///default", netns=sb.netns, environ={},
+                    hostnet_state=str(tmp_path / "absent.json"))
+    t = threading.Thread(target=a.run, name="agent")
+    t.start()
+    h = a.health
+    try:
+        _wait(lambda: h.to_dict()["reconciles"].get("full"), "the first full reconcile")
+        full0 = h.to_dict()["reconciles"]["full"]
+        sb.stop_ovsdb()
+        _wait(lambda: not h.ovsdb_connected, "the agent to notice OVSDB is gone")
+        subprocess.run(["ovsdb-server", os.path.join(sb.dir, "conf.db"),
+                        "--remote=punix:" + sb.db_sock,
+                        "--pidfile=" + os.path.join(sb.dir, "ovsdb-server.pid"),
+                        "--unixctl=" + os.path.join(sb.dir, "ovsdb-server.ctl"),
+                        "--log-file=" + os.path.join(sb.dir, "ovsdb-server.log"),
+                        "--detach", "--no-chdir"], check=True, env=sb.env)
+        _wait(lambda: h.ovsdb_connected and h.to_dict()["reconciles"]["full"] > full0,
+              "IDL reconnect and a full reconcile")
+        restarts = h.vswitchd_restarts
+        sb.restart_vswitchd()
+        _wait(lambda: h.vswitchd_restarts > restarts
+              and h.to_dict()["reconciles"].get("vswitchd-restart"),
+              "the vswitchd restart pass")
+        assert t.is_alive()
+    finally:
+        a.stop()
+        t.join(30)
+    assert not t.is_alive()
