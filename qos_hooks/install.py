@@ -138,6 +138,11 @@ def layout(root=None):
     helper = os.path.join(root, SRC_HELPER)
     if os.path.isfile(helper):
         items.append(Item(EXEC, COMMON, HELPER, 0o755, helper))
+    # common, and before any component's file: the directories it creates are
+    # then recorded as common, and removed only with the last component
+    agent_unit = os.path.join(root, SRC_AGENT_UNIT)
+    if os.path.isfile(agent_unit):
+        items.append(Item(FILE, COMMON, AGENT_UNIT, 0o644, agent_unit))
     for point in hook_points(root):
         items.append(Item(DIR, VDSM, "%s/%s" % (VDSM_HOOKS_DIR, point), 0o755))
         items.append(Item(EXEC, VDSM, "%s/%s/%s" % (VDSM_HOOKS_DIR, point, HOOK_NAME), 0o755,
@@ -148,9 +153,6 @@ def layout(root=None):
     unit = os.path.join(root, SRC_UNIT)
     if os.path.isfile(unit):
         items.append(Item(FILE, VDSM, UNIT, 0o644, unit))
-    agent_unit = os.path.join(root, SRC_AGENT_UNIT)
-    if os.path.isfile(agent_unit):
-        items.append(Item(FILE, COMMON, AGENT_UNIT, 0o644, agent_unit))
     libvirt_hook = os.path.join(root, SRC_LIBVIRT_HOOK)
     if os.path.isfile(libvirt_hook):
         items.append(Item(DIR, LIBVIRT, LIBVIRT_QEMU_D, 0o755))
