@@ -58,6 +58,8 @@ SUDOERS = "/etc/sudoers.d/" + SUDOERS_NAME
 UNIT_NAME = "qos-hooks-resync.service"
 UNIT = "/usr/lib/systemd/system/" + UNIT_NAME
 UNIT_EXEC = b"ExecStart=/usr/bin/qos-hooks "
+AGENT_UNIT_NAME = "qos-hooks-agent.service"
+AGENT_UNIT = "/usr/lib/systemd/system/" + AGENT_UNIT_NAME
 CONFIG = "/etc/qos-hooks/qos-hooks.conf"
 STATE_DIR = "/var/lib/qos-hooks"
 MANIFEST = STATE_DIR + "/installed-files"
@@ -77,6 +79,7 @@ SRC_LIBVIRT_HOOK = "libvirt-hooks/qemu.d/" + HOOK_NAME
 SRC_HELPER = "libexec/qos-hooks-helper"
 SRC_SUDOERS = "sudoers/" + SUDOERS_NAME
 SRC_UNIT = "systemd/" + UNIT_NAME
+SRC_AGENT_UNIT = "systemd/" + AGENT_UNIT_NAME
 SRC_CONFIG = "examples/qos-hooks.conf"
 
 
@@ -140,6 +143,11 @@ def layout(root=None):
     helper = os.path.join(root, SRC_HELPER)
     if os.path.isfile(helper):
         items.append(Item(EXEC, COMMON, HELPER, 0o755, helper))
+    # common, and before any component's file: the directories it creates are
+    # then recorded as common, and removed only with the last component
+    agent_unit = os.path.join(root, SRC_AGENT_UNIT)
+    if os.path.isfile(agent_unit):
+        items.append(Item(FILE, COMMON, AGENT_UNIT, 0o644, agent_unit))
     for point in hook_points(root):
         items.append(Item(DIR, VDSM, "%s/%s" % (VDSM_HOOKS_DIR, point), 0o755))
         items.append(Item(EXEC, VDSM, "%s/%s/%s" % (VDSM_HOOKS_DIR, point, HOOK_NAME), 0o755,
@@ -176,7 +184,7 @@ def rendered(item, interpreter):
         data = f.read()
     if item.kind == EXEC:
         data = fix_shebang(data, interpreter)
-    elif item.target == UNIT:
+    elif item.target in (UNIT, AGENT_UNIT):
         # a pip install has no /usr/bin/qos-hooks: run the package with the
         # interpreter it was installed for
         data = data.replace(UNIT_EXEC, b"ExecStart=" + interpreter.encode() + b" -m qos_hooks ")

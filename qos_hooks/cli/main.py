@@ -190,6 +190,27 @@ def _args_set(p):
     p.add_argument("--live", action="store_true", help="change the running domain")
     p.add_argument("--persistent", "--config-xml", dest="persistent", action="store_true",
                    help="change the persistent definition (virsh's --config)")
+    p.add_argument("--store-profile", action="store_true",
+                   help="also record --profile in the domain's metadata "
+                        "(<qos-hooks:qos profile=NAME/>): 'qos-hooks agent' applies it at "
+                        "every start")
+
+
+def _args_agent(p):
+    _common_config(p)
+    _common_ovsdb(p)
+    p.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI (default: qemu:///system)")
+    p.add_argument("--interval", type=float, metavar="SECONDS",
+                   help="full reconcile period, the safety net (default: 300)")
+    p.add_argument("--debounce", type=float, metavar="SECONDS",
+                   help="quiet time that ends a burst of events (default: 0.1)")
+    p.add_argument("--netns", metavar="NAME",
+                   help="network namespace of the port devices, for the kernel read-back")
+    p.add_argument("--metrics", metavar="ADDR:PORT|off", default=None,
+                   help="serve /metrics (per-vNIC metrics and the agent's own health, "
+                        "docs/observability.md) on this address (default: 127.0.0.1:10144; "
+                        "'off': none; needs prometheus_client)")
 
 
 def _args_check(p):
@@ -299,6 +320,12 @@ COMMANDS = (
      "start, NIC hotplug, vNIC update and setupNetworks), so run this before swapping a "
      "new policy in. Exit 0 when valid, 3 with FILE:LINE: profile, key, value and the "
      "allowed range when not.", _args_check),
+    ("agent", "qos_hooks.agent.daemon:main",
+     "keep every VM's QoS true between hook calls (optional daemon)",
+     "Watch libvirt domain events and OVSDB; re-apply QoS after a NIC hotplug, a "
+     "domiftune, a domain start (profile from the domain's metadata or default_profile) "
+     "and an ovs-vswitchd restart. Run by qos-hooks-agent.service; see docs/agent.md.",
+     _args_agent),
     ("install", "qos_hooks.cli.install:install_main", "install hooks into VDSM/libvirt directories",
      "Install the same files, modes and sudoers drop-in as the RPMs.", _install_args("install")),
     ("uninstall", "qos_hooks.cli.install:uninstall_main", "remove what 'install' installed",

@@ -163,8 +163,12 @@ def _lookup(libvirt, conn, name):
 
 
 def set_domain(conn, name, config, *, profile=None, live=False, persistent=False,
-               logger=None, ovs=True, environ=None):
+               logger=None, ovs=True, environ=None, store_profile=False):
     """Apply ``profile`` to domain ``name`` on an open libvirt connection.
+
+    ``store_profile``: also record ``profile`` in the domain's qos-hooks
+    metadata element (qos_hooks.core.profile_meta), which the agent applies at
+    every start.
 
     Returns a dict summary: done (descriptions), skipped, warnings, ovs.
     Raises ApplyError when any libvirt call failed (after trying them all).
@@ -195,6 +199,8 @@ def set_domain(conn, name, config, *, profile=None, live=False, persistent=False
         setter.apply(op)
     summary = {"domain": dom.name(), "done": [op.describe() for op in setter.done],
                "skipped": setter.skipped, "warnings": list(plan.warnings), "ovs": None}
+    if store_profile and profile:
+        summary["done"].extend(_store_profile(libvirt, dom, profile, flags, running, setter))
     if setter.failed:
         raise ApplyError("%d libvirt change(s) failed: %s"
                          % (len(setter.failed), "; ".join(setter.failed)))
@@ -214,6 +220,31 @@ def set_domain(conn, name, config, *, profile=None, live=False, persistent=False
     return summary
 
 
+def _store_profile(libvirt, dom, profile, flags, running, setter):
+    from qos_hooks.core import profile_meta
+    done = []
+    if flags == libvirt.VIR_DOMAIN_AFFECT_CURRENT:
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if running else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    # the live copy also says the profile is applied (the agent's marker);
+    # the persistent one must not, or the next start would skip it
+    for flag, meta in ((libvirt.VIR_DOMAIN_AFFECT_CONFIG, profile_meta.ProfileMeta(profile)),
+                       (libvirt.VIR_DOMAIN_AFFECT_LIVE,
+                        profile_meta.ProfileMeta(profile, applied=profile))):
+        if not flags & flag:
+            continue
+        what = "setMetadata(qos-hooks profile=%s, %s)" % (
+            profile, "live" if flag == libvirt.VIR_DOMAIN_AFFECT_LIVE else "config")
+        try:
+            profile_meta.store(libvirt, dom, meta, flag)
+        except libvirt.libvirtError as e:
+            setter.failed.append("%s: %s" % (what, e.get_error_message()))
+            setter.logger.error("%s failed: %s", what, e.get_error_message())
+            continue
+        setter.logger.info("%s", what)
+        done.append(what)
+    return done
+
+
 def set_main(args):
     config = policy.load_config(args.config, missing_ok=True)
     s = config.settings
@@ -231,7 +262,8 @@ def set_main(args):
                                  % (uri, e.get_error_message()))
     try:
         summary = set_domain(conn, args.domain, config, profile=args.profile, live=args.live,
-                             persistent=args.persistent)
+                             persistent=args.persistent,
+                             store_profile=getattr(args, "store_profile", False))
     finally:
         conn.close()
     out = sys.stdout
