@@ -18,7 +18,7 @@ One process, three inputs, one worker:
   (inotify on the OVS run directory: a new daemon renames its pid file into
   place, lib/daemon-unix.c make_pidfile); then it waits until the new daemon
   applied the configuration (``cur_cfg >= next_cfg``), puts the host network
-  flows back (qos_hooks.hostnet.resync) and verifies every VM port.
+  flows back (qos_hooks.hostnet.ovs.resync_host_networks) and verifies every VM port.
 
 The worker (the main thread, which alone uses the IDL) waits until a burst of
 events has been quiet for ``debounce`` seconds (at most ``max_delay``), then
@@ -530,19 +530,20 @@ class Agent:
                  len(res.repairs) if res else 0, dt)
 
     def _hostnet_resync(self, why, retry_for=0.0):
-        """Put the remembered host network QoS back (qos_hooks.hostnet.resync).
+        """Put the remembered host network QoS back (qos_hooks.hostnet.ovs.resync_host_networks).
 
         ``retry_for``: a restarted ovs-vswitchd may not listen on its bridges'
         OpenFlow management sockets yet; retry (bounded) until it does."""
-        from qos_hooks import hostnet
-        path = self.hostnet_state or hostnet.state_path(self.environ)
+        from qos_hooks.hostnet import ovs as hostnet_ovs
+        from qos_hooks.hostnet import state as hostnet_state
+        path = self.hostnet_state or hostnet_state.state_path(self.environ)
         if not os.path.exists(path):
             return "no host network QoS remembered"
         end = time.monotonic() + retry_for
         while True:
             try:
-                results = hostnet.resync(self.remote, self.timeout, state_file=path,
-                                         logger=LOG)
+                results = hostnet_ovs.resync_host_networks(self.remote, self.timeout,
+                                                           state_file=path, logger=LOG)
             except QosHooksError as e:
                 if time.monotonic() < end:
                     LOG.debug("host network resync after %s: %s; retrying", why, e)

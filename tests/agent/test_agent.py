@@ -402,7 +402,7 @@ def _restart_vswitchd(host):
 
 
 def _hostnet_setup(host, agent):
-    from qos_hooks import hostnet
+    from qos_hooks.hostnet import ovs as hostnet_ovs
     for name in (HOSTNET_UPLINK, HOSTNET_NET):
         _run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
              check=False)
@@ -415,7 +415,7 @@ def _hostnet_setup(host, agent):
             "uplink": HOSTNET_UPLINK, "vlan": 10, "profile": None}}}, f)
     os.environ["QOS_HOOKS_OVS_RUNDIR"] = host.dir
     try:
-        hostnet.resync(host.remote, 10, state_file=agent.state)
+        hostnet_ovs.resync_host_networks(host.remote, 10, state_file=agent.state)
     finally:
         del os.environ["QOS_HOOKS_OVS_RUNDIR"]
 
@@ -482,6 +482,7 @@ def test_no_hook_imports_the_agent():
         for d, _, files in os.walk(os.path.join(REPO, top)):
             hook_files += [os.path.join(d, f) for f in files]
     for path in hook_files + [os.path.join(REPO, "qos_hooks", f) for f in
-                              ("hooks.py", "libvirt_hook.py", "hookbase.py", "privhelper.py")]:
+                              ("hooks/vdsm_vm.py", "hooks/libvirt_qemu.py", "hooks/runner.py",
+                               "hooks/vdsm_network.py", "priv/helper.py")]:
         with open(path, errors="replace") as f:
             assert "agent" not in re.sub(r"#.*", "", f.read()).replace("user_agent", ""), path
