@@ -2,6 +2,8 @@
 
 * ``ovs_sandbox``: a private ovsdb-server + ovs-vswitchd in a network
   namespace (tests/ovs_sandbox.py);
+* ``host``: a real libvirtd + qemu (TCG) + Open vSwitch in the root network
+  namespace (tests/libvirtd_host.py), one per test module;
 * ``gold_policy``: writes the suite's standard policy file (tests/policies.py
   ``GOLD_CONF``: profiles ``gold`` and ``silver``, ``default_profile = gold``)
   for a given OVSDB remote and timeout, and returns its path.
@@ -21,3 +23,19 @@ def gold_policy(tmp_path):
         conf.write_text(GOLD_CONF.format(remote=remote, timeout=timeout, extra=extra))
         return conf
     return write
+
+
+@pytest.fixture(scope="module")
+def host():
+    from tests.libvirtd_host import HostError, LibvirtdHost, missing_requirement
+    from tests.ovs_sandbox import require
+    require(missing_requirement())
+    h = LibvirtdHost()
+    try:
+        h.start()
+    except HostError as e:
+        require("libvirtd test host could not start: %s" % e)
+    try:
+        yield h
+    finally:
+        h.stop()

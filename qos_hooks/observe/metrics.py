@@ -43,7 +43,6 @@ reference is docs/observability.md.
 """
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
@@ -698,25 +697,13 @@ def render(collector):
 
 
 def write_textfile(path, collector):
-    """Write the node_exporter textfile-collector format atomically: a temporary
-    file in the same directory (node_exporter reads only ``*.prom``, so the
-    temporary name is never read), fsync, rename over ``path``."""
+    """Write the node_exporter textfile-collector format atomically
+    (qos_hooks.core.fileio.write_atomic: a temporary ``.qos-hooks-*`` file in
+    the same directory, which node_exporter never reads since it reads only
+    ``*.prom``, fsync, rename over ``path``)."""
+    from qos_hooks.core.fileio import write_atomic
     text = render(collector)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, text.encode("utf-8"), mode=0o644)
     return text
 
 

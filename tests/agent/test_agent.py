@@ -33,8 +33,8 @@ import pytest
 from qos_hooks.core import policy
 from qos_hooks.core import profile_meta
 from qos_hooks.ovs.mapping import OWNER_KEY, map_bandwidth
-from tests.libvirtd_host import HostError, LibvirtdHost, _run, missing_requirement
-from tests.ovs_sandbox import htb_rates, require
+from tests.libvirtd_host import HostError, _run
+from tests.ovs_sandbox import htb_rates
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirtd, pytest.mark.ovs]
 
@@ -134,20 +134,6 @@ def _scrape(agent):
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % agent.metrics_port,
                                 timeout=30) as r:
         return r.read().decode()
-
-
-@pytest.fixture(scope="module")
-def host():
-    require(missing_requirement())
-    h = LibvirtdHost()
-    try:
-        h.start()
-    except HostError as e:
-        require("libvirtd test host could not start: %s" % e)
-    try:
-        yield h
-    finally:
-        h.stop()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from qos_hooks.ovs.mapping import OWNER_KEY, map_bandwidth
 from qos_hooks.ovs.ovsdb import Connection, Deadline
 from qos_hooks.core.policy import Bandwidth, Rate
 from tests import packaging_helpers as ph
-from tests.ovs_sandbox import OvsSandbox, SandboxError, require
 
 UUID = "13000000-0000-4000-8000-000000000013"
 BW = Bandwidth(inbound=Rate(average=1250, peak=2500, burst=256),
@@ -102,17 +101,8 @@ def test_profile_meta_round_trip():
 
 
 @pytest.fixture
-def sandbox():
-    require()
-    sb = OvsSandbox(prefix="qh13")
-    try:
-        sb.start()
-    except SandboxError as e:
-        require("OVS sandbox could not start: %s" % e)
-    try:
-        yield sb
-    finally:
-        sb.stop()
+def sandbox(ovs_sandbox):
+    return ovs_sandbox      # tests/conftest.py: a private OVS in a namespace
 
 
 def _dq(n, bw):

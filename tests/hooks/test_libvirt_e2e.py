@@ -26,8 +26,8 @@ import pytest
 from qos_hooks.virt import live
 from qos_hooks.core import policy
 from qos_hooks.ovs.mapping import LIBVIRT_VM_KEY, OWNER_KEY, map_bandwidth
-from tests.libvirtd_host import HostError, LibvirtdHost, domain_xml, missing_requirement
-from tests.ovs_sandbox import htb_rates, require
+from tests.libvirtd_host import domain_xml
+from tests.ovs_sandbox import htb_rates
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirtd, pytest.mark.ovs]
 
@@ -38,20 +38,6 @@ GOLD = policy.Bandwidth(inbound=policy.Rate(average=1000, peak=2000, burst=256),
 CYCLES = 20
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELPER = os.path.join(REPO, "libexec", "qos-hooks-helper")
-
-
-@pytest.fixture(scope="module")
-def host():
-    require(missing_requirement())
-    h = LibvirtdHost()
-    try:
-        h.start()
-    except HostError as e:
-        require("libvirtd test host could not start: %s" % e)
-    try:
-        yield h
-    finally:
-        h.stop()
 
 
 def _rows_for(h, dom_uuid):
