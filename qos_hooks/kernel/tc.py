@@ -19,8 +19,9 @@ htb ``buffer`` is in psched ticks (/proc/net/psched: ticks per microsecond =
 t2us / us2t); burst bytes = buffer / ticks_per_us * rate / 1e6.
 """
 
-from dataclasses import dataclass, field
 from typing import Dict, Optional
+
+from qos_hooks.core.records import Record, default
 
 from qos_hooks.core.errors import BackendUnavailable
 from qos_hooks.core.difference import Difference
@@ -35,8 +36,7 @@ def handle_str(h):
     return "%x:%x" % (h >> 16, h & 0xFFFF)
 
 
-@dataclass(frozen=True)
-class HtbClass:
+class HtbClass(Record):
     handle: str
     parent: str
     rate: int      # bytes/s
@@ -45,15 +45,14 @@ class HtbClass:
     cburst: int    # bytes
 
 
-@dataclass(frozen=True)
-class KernelPort:
+class KernelPort(Record):
     name: str
     exists: bool
     root_kind: Optional[str] = None
     root_handle: Optional[str] = None
     ingress: bool = False
     ingress_filters: int = 0
-    classes: Dict[str, HtbClass] = field(default_factory=dict)
+    classes: Dict[str, HtbClass] = default(dict)
     htb_default: Optional[int] = None   # root htb's "default" class minor (libvirt: 1 or 2)
 
     def to_dict(self):
