@@ -295,8 +295,10 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
                                            plan.warnings, True, attempts,
                                            time.monotonic() - t0)
                 raise err
-            differences = tuple(_verify(conn.snapshot(), dq, netns))
-            repairs = plan_repair(conn.snapshot(), differences, remote) if repair else Plan()
+            # one snapshot for both: nothing is read from the server in between
+            snap = conn.snapshot()
+            differences = tuple(_verify(snap, dq, netns))
+            repairs = plan_repair(snap, differences, remote) if repair else Plan()
             if repairs.ops:
                 for op in repairs.ops:
                     LOG.warning("%s", op.describe())
