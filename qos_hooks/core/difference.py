@@ -5,11 +5,10 @@ Its own small module so the kernel read-back (qos_hooks.kernel.tc, tap_status), 
 OVS backend and status share one type without importing each other.
 """
 
-from dataclasses import dataclass
+from qos_hooks.core.records import Record
 
 
-@dataclass(frozen=True)
-class Difference:
+class Difference(Record):
     port: str
     layer: str           # ovsdb | kernel
     key: str

@@ -51,7 +51,7 @@ qos-hooks may not replace; exit 6), PortRefused (a port that is not the VM's
 own, or one named twice: nothing written; exit 8).  Every raised ApplyError has a ``report``
 attribute with what was done before the failure.
 
-Reports are frozen dataclasses with ``to_dict()``: see BackendReport,
+Reports are frozen records (qos_hooks.core.records) with ``to_dict()``: see BackendReport,
 PortOutcome, Difference.
 
 The mapping (units, directions, measurements) is documented in
@@ -60,8 +60,9 @@ the plan that ``qos-hooks dry-run`` prints: apply executes exactly that plan.
 """
 
 import time
-from dataclasses import dataclass, field
 from typing import Optional, Tuple
+
+from qos_hooks.core.records import Record, default
 
 from qos_hooks.core.errors import ApplyError, BackendTimeout, OwnershipError, VerifyError
 from qos_hooks.ovs.mapping import DestroyQos, DestroyQueue, Difference, OvsSettings, PortOutcome, SetInboundQos, SetPolicing, map_bandwidth, ovsdb_actual, ovsdb_differences, plan_apply, plan_clear, plan_gc, plan_repair, resolve, OWNER_KEY, MAC_KEY, IFNAME_KEY, OWNER_QOS_HOOKS, QOS_TYPE
@@ -74,12 +75,11 @@ LOG = _log.get("ovs")
 
 # -- reports ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class BackendReport:
+class BackendReport(Record):
     action: str                                   # apply | clear | gc
     domain_uuid: Optional[str]
     remote: str
-    plan: Plan = field(default_factory=Plan)      # what was executed (or would be, dry-run)
+    plan: Plan = default(Plan)      # what was executed (or would be, dry-run)
     outcomes: Tuple[PortOutcome, ...] = ()
     differences: Tuple[Difference, ...] = ()      # verification (fatal and not)
     warnings: Tuple[str, ...] = ()
@@ -101,8 +101,7 @@ class BackendReport:
                 "warnings": list(self.warnings)}
 
 
-@dataclass(frozen=True)
-class PortStatus:
+class PortStatus(Record):
     port: str
     mac: Optional[str]
     domain_uuid: Optional[str]
@@ -121,8 +120,7 @@ class PortStatus:
                 "drift": self.drift, "differences": [d.to_dict() for d in self.differences]}
 
 
-@dataclass(frozen=True)
-class StatusReport:
+class StatusReport(Record):
     remote: str
     ports: Tuple[PortStatus, ...] = ()
     problems: Tuple[str, ...] = ()     # interfaces not found, orphaned rows...
@@ -297,8 +295,10 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
                                            plan.warnings, True, attempts,
                                            time.monotonic() - t0)
                 raise err
-            differences = tuple(_verify(conn.snapshot(), dq, netns))
-            repairs = plan_repair(conn.snapshot(), differences, remote) if repair else Plan()
+            # one snapshot for both: nothing is read from the server in between
+            snap = conn.snapshot()
+            differences = tuple(_verify(snap, dq, netns))
+            repairs = plan_repair(snap, differences, remote) if repair else Plan()
             if repairs.ops:
                 for op in repairs.ops:
                     LOG.warning("%s", op.describe())

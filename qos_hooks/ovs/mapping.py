@@ -44,9 +44,9 @@ Ownership (external_ids keys):
 Every op renders as the ``ovs-vsctl`` command an operator could paste.
 """
 
-from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
+from qos_hooks.core.records import Record, default
 from qos_hooks.core import policy
 from qos_hooks.core import units
 from qos_hooks.core.difference import Difference
@@ -89,8 +89,7 @@ def owner_of(external_ids):
 
 # -- snapshot: plain data read from OVSDB ------------------------------------
 
-@dataclass(frozen=True)
-class QosRow:
+class QosRow(Record):
     uuid: str
     type: str
     other_config: Dict[str, str]
@@ -102,8 +101,7 @@ class QosRow:
         return owner_of(self.external_ids)
 
 
-@dataclass(frozen=True)
-class QueueRow:
+class QueueRow(Record):
     uuid: str
     other_config: Dict[str, str]
     external_ids: Dict[str, str]
@@ -113,8 +111,7 @@ class QueueRow:
         return owner_of(self.external_ids)
 
 
-@dataclass(frozen=True)
-class InterfaceRow:
+class InterfaceRow(Record):
     uuid: str
     name: str
     type: str
@@ -123,8 +120,7 @@ class InterfaceRow:
     external_ids: Dict[str, str]
 
 
-@dataclass(frozen=True)
-class PortRow:
+class PortRow(Record):
     uuid: str
     name: str
     qos: Optional[str]
@@ -132,12 +128,11 @@ class PortRow:
     external_ids: Dict[str, str]
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    ports: Dict[str, PortRow] = field(default_factory=dict)          # by name
-    interfaces: Dict[str, InterfaceRow] = field(default_factory=dict)  # by uuid
-    qos: Dict[str, QosRow] = field(default_factory=dict)
-    queues: Dict[str, QueueRow] = field(default_factory=dict)
+class Snapshot(Record):
+    ports: Dict[str, PortRow] = default(dict)          # by name
+    interfaces: Dict[str, InterfaceRow] = default(dict)  # by uuid
+    qos: Dict[str, QosRow] = default(dict)
+    queues: Dict[str, QueueRow] = default(dict)
     cur_cfg: int = 0
     next_cfg: int = 0
     bridges: frozenset = frozenset()    # Bridge names (their local ports' names too)
@@ -188,8 +183,7 @@ class Snapshot:
 
 # -- the mapping ----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class OvsSettings:
+class OvsSettings(Record):
     """What one interface's bandwidth becomes in OVSDB (None/0 = nothing)."""
 
     policing_rate: int = 0                 # kbit/s
@@ -299,7 +293,6 @@ def _render(argv):
     return " ".join(out)
 
 
-@dataclass(frozen=True)
 class SetInboundQos(Op):
     """Give a Port a qos-hooks linux-htb QoS (create rows, or update ours in place)."""
 
@@ -369,7 +362,6 @@ class SetInboundQos(Op):
         return (_render(argv),)
 
 
-@dataclass(frozen=True)
 class SetPolicing(Op):
     """Set (or reset to 0) an Interface's ingress policing: the VM's outbound limit."""
 
@@ -408,7 +400,6 @@ class SetPolicing(Op):
         return (_render(argv),)
 
 
-@dataclass(frozen=True)
 class DestroyQos(Op):
     """Destroy a QoS row (and its queues no other QoS uses), unhooking a Port first."""
 
@@ -444,7 +435,6 @@ class DestroyQos(Op):
         return (_render(argv),)
 
 
-@dataclass(frozen=True)
 class DestroyQueue(Op):
     """Destroy an orphaned Queue row (no QoS refers to it)."""
 
@@ -461,7 +451,6 @@ class DestroyQueue(Op):
         return (_render(_vsctl(self.remote, "--", "destroy", "Queue", self.queue_uuid)),)
 
 
-@dataclass(frozen=True)
 class ReattachQos(Op):
     """Make ovs-vswitchd reinstall a port's htb that someone removed from the kernel.
 
@@ -512,8 +501,7 @@ def plan_repair(snapshot, differences, remote=None):
 
 # -- per-interface outcome -------------------------------------------------------
 
-@dataclass(frozen=True)
-class PortOutcome:
+class PortOutcome(Record):
     mac: Optional[str]
     target_dev: Optional[str]
     port: Optional[str]

@@ -66,6 +66,10 @@ def _ovs():
         raise BackendUnavailable("the Open vSwitch Python library is missing (pip 'ovs', EL "
                                  "'python3-openvswitch'): %s" % e)
     ovs.vlog.Vlog.set_levels_from_string("console:emer")  # we report errors ourselves
+    # the PyPI build has no ovs._json: parse the JSON-RPC stream with the
+    # standard library's C decoder instead of ovs's pure-Python state machine
+    from qos_hooks.ovs import jsonstream
+    jsonstream.install(ovs)
     return ovs
 
 

@@ -305,3 +305,27 @@ def test_helper_through_real_sudo(tmp_path, unreachable_config):
     assert p.returncode == 5, p.stderr  # the default remote, not ours, is unreachable
     assert b"no.sock" not in p.stderr
     assert b"by=root" in p.stderr  # SUDO_USER seen: it really ran through sudo
+
+
+def test_helper_apply_imports_only_what_apply_needs(ovs_sandbox, tmp_path):
+    """One real apply by the helper (root), in the switch's namespace: it
+    succeeds and never loads pyroute2 (the kernel read-back uses
+    kernel.rtnl), lxml, libvirt, asyncio or dataclasses."""
+    sb = ovs_sandbox
+    sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": "52:54:00:6b:1f:01"})
+    conf = tmp_path / "qos-hooks.conf"
+    conf.write_text("[settings]\novsdb = %s\novsdb_timeout = 20\n" % sb.remote)
+    code = ("import sys\n"
+            "from qos_hooks.priv.helper import main\n"
+            "rc = main([])\n"
+            "bad = [m for m in ('pyroute2', 'lxml', 'libvirt', 'asyncio', 'dataclasses')"
+            " if m in sys.modules]\n"
+            "print(' '.join(bad))\n"
+            "sys.exit(rc)\n")
+    env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), PYTHONPATH=REPO)
+    env.pop("SUDO_UID", None)
+    p = subprocess.run(sb.ns_argv([sys.executable, "-c", code]), input=enc(good()),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().strip() == ""
+    assert "qos-hooks" in sb.vsctl("--bare", "--columns=external_ids", "list", "QoS")
