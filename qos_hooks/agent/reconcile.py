@@ -252,12 +252,17 @@ def _verify(snap, dqs, netns, kernel_check, written=()):
 
 def _root_qdisc_missing(ports, netns):
     """Ports (wanting inbound QoS) whose root qdisc is not OVS's ``htb 1:``,
-    from one link dump and one qdisc dump of the namespace (agent_netlink:
-    a few struct reads per message; pyroute2's full decoding of every link
-    and qdisc costs about 1 ms per port here, the whole safety-net budget)."""
-    from qos_hooks.agent import netlink as agent_netlink
-    want = {n for n, s in ports.items() if s.has_inbound}
+    from link look-ups and one qdisc dump of the namespace (qos_hooks.kernel
+    .rtnl: a few struct reads per message; pyroute2's full decoding of every
+    link and qdisc costs about 1 ms per port here, the whole safety-net
+    budget)."""
+    from qos_hooks.kernel.rtnl import Rtnl
+    from qos_hooks.kernel.tc import TC_H_ROOT
+    want = sorted(n for n, s in ports.items() if s.has_inbound)
     if not want:
         return []
-    names, roots = agent_netlink.root_qdiscs(netns)
-    return sorted(n for n in want if n in names and roots.get(names[n]) != ("htb", 0x10000))
+    with Rtnl(netns) as nl:
+        index = nl.link_indexes(want)
+        roots = {idx: (kind, handle) for idx, handle, parent, kind, _ in
+                 nl.qdiscs(set(index.values())) if parent == TC_H_ROOT}
+    return [n for n in want if n in index and roots.get(index[n]) != ("htb", 0x10000)]
