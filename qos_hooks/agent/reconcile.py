@@ -202,7 +202,7 @@ def _planning_view(snap, dqs):
     down to those it can look at: the ones the dqs' ports use, and qos-hooks'
     rows no Port uses (orphan candidates).  Same plan, but planning 1,000
     ports no longer walks every QoS row once per port (ovs_plan._own_orphans)."""
-    from dataclasses import replace as dc_replace
+    from qos_hooks.core.records import replace   # records and dataclasses alike
     used_by_any = {p.qos for p in snap.ports.values() if p.qos}
     wanted = set()
     for dq in dqs:
@@ -219,7 +219,7 @@ def _planning_view(snap, dqs):
                if u not in qos and queues.intersection(q.queues.values()))
     if len(qos) == len(snap.qos):
         return snap
-    return dc_replace(snap, qos=qos)
+    return replace(snap, qos=qos)
 
 
 def _verify(snap, dqs, netns, kernel_check, written=()):

@@ -19,7 +19,7 @@ from qos_hooks.agent import daemon as agent
 from qos_hooks.agent import reconcile as agent_reconcile
 from qos_hooks.cli import install as inst
 from qos_hooks.ovs import backend as ovs_backend
-from qos_hooks.core import profile_meta
+from qos_hooks.core import policy, profile_meta
 from qos_hooks.core.desired import DomainQos, InterfaceQos
 from qos_hooks.ovs.mapping import OWNER_KEY, map_bandwidth
 from qos_hooks.ovs.ovsdb import Connection, Deadline
@@ -331,3 +331,23 @@ def test_metrics_address_parsing():
     from qos_hooks.core.errors import UsageError
     with pytest.raises(UsageError):
         agent.parse_metrics_address("127.0.0.1:99999")
+
+
+def test_planning_view_cuts_the_qos_rows_of_a_snapshot():
+    """The safety net plans against the QoS rows the request's ports use (and
+    qos-hooks' unreferenced ones), not every row of a 1,000-port switch; the
+    snapshot is a core.records value (the OVS path imports no dataclasses)."""
+    from qos_hooks.ovs import mapping as m
+    ifc = m.InterfaceRow("i0", "vnet0", "", 0, 0, {"attached-mac": "52:54:00:13:00:00"})
+    port = m.PortRow("p0", "vnet0", "q-used", ("i0",), {})
+    other = m.PortRow("p1", "vnet1", "q-other", (), {})
+    qos = {"q-used": m.QosRow("q-used", "linux-htb", {}, {}, {}),
+           "q-other": m.QosRow("q-other", "linux-htb", {}, {}, {}),
+           "q-orphan": m.QosRow("q-orphan", "linux-htb", {}, {},
+                                {m.OWNER_KEY: m.OWNER_QOS_HOOKS})}
+    snap = m.Snapshot(ports={"vnet0": port, "vnet1": other}, interfaces={"i0": ifc}, qos=qos)
+    bw = policy.Bandwidth(inbound=policy.Rate(average=1000))
+    dq = DomainQos(UUID, "qh13", (InterfaceQos("52:54:00:13:00:00", "vnet0", bw),))
+    view = agent_reconcile._planning_view(snap, [dq])
+    assert sorted(view.qos) == ["q-orphan", "q-used"]
+    assert view.ports == snap.ports and sorted(snap.qos) == ["q-orphan", "q-other", "q-used"]
