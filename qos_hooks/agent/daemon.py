@@ -891,7 +891,7 @@ def parse_metrics_address(text):
         return metrics.DEFAULT_ADDRESS, metrics.DEFAULT_PORT
     if text.strip().lower() in ("off", "no", "none", ""):
         return None
-    return metrics.parse_listen(text)
+    return metrics.parse_listen(text, "--metrics")
 
 
 def start_metrics(agent, config, where):

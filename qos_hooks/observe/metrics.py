@@ -709,7 +709,7 @@ def write_textfile(path, collector):
 
 # -- the command ----------------------------------------------------------------------
 
-def parse_listen(value):
+def parse_listen(value, option="--listen"):
     """``ADDR:PORT``, ``[V6ADDR]:PORT`` or ``PORT`` -> (address, port)."""
     from qos_hooks.core.errors import UsageError
     v = value.strip()
@@ -723,8 +723,8 @@ def parse_listen(value):
         if not 0 < p < 65536:
             raise ValueError
     except ValueError:
-        raise UsageError("--listen %r: want ADDR:PORT with PORT 1..65535 (default %s:%d)"
-                         % (value, DEFAULT_ADDRESS, DEFAULT_PORT))
+        raise UsageError("%s %r: want ADDR:PORT with PORT 1..65535 (default %s:%d)"
+                         % (option, value, DEFAULT_ADDRESS, DEFAULT_PORT))
     return host or DEFAULT_ADDRESS, p
 
 

@@ -329,8 +329,9 @@ def test_metrics_address_parsing():
     assert agent.parse_metrics_address("off") is None
     assert agent.parse_metrics_address("[::1]:9999") == ("::1", 9999)
     from qos_hooks.core.errors import UsageError
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as e:
         agent.parse_metrics_address("127.0.0.1:99999")
+    assert str(e.value).startswith("--metrics '127.0.0.1:99999': want ADDR:PORT")
 
 
 def test_planning_view_cuts_the_qos_rows_of_a_snapshot():
