@@ -995,13 +995,15 @@ class Selection(Record):
     env_vm_profile: Optional[str] = None
     env_nic_profile: Optional[str] = None  # NIC hotplug hooks only
 
+    def _vm_sources(self, config, metadata_vm_profile):
+        """(name or None, where it comes from), in precedence order."""
+        return ((self.cli_profile, "--profile"),
+                (self.env_vm_profile, "VM custom property %s (environment)" % PROFILE_PROPERTY),
+                (metadata_vm_profile, "VM custom property %s (metadata)" % PROFILE_PROPERTY),
+                (config.settings.default_profile, "default_profile"))
+
     def vm_profile(self, config, metadata_vm_profile):
-        for name, src in ((self.cli_profile, "--profile"),
-                          (self.env_vm_profile, "VM custom property %s (environment)"
-                           % PROFILE_PROPERTY),
-                          (metadata_vm_profile, "VM custom property %s (metadata)"
-                           % PROFILE_PROPERTY),
-                          (config.settings.default_profile, "default_profile")):
+        for name, src in self._vm_sources(config, metadata_vm_profile):
             if name:
                 return config.profile(name, src), src
         return None, None
@@ -1013,12 +1015,7 @@ class Selection(Record):
         """
         out = ["config: %s" % (config.path or "none (no file found; built-in defaults)")]
         chosen = None
-        for name, src in ((self.cli_profile, "--profile"),
-                          (self.env_vm_profile, "VM custom property %s (environment)"
-                           % PROFILE_PROPERTY),
-                          (metadata_vm_profile, "VM custom property %s (metadata)"
-                           % PROFILE_PROPERTY),
-                          (config.settings.default_profile, "default_profile")):
+        for name, src in self._vm_sources(config, metadata_vm_profile):
             if chosen:
                 out.append("VM level: %s not consulted (%s wins)" % (src, chosen))
             elif name:
