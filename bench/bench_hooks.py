@@ -155,7 +155,8 @@ def bench(runs, with_ovs):
         conf = os.path.join(work, "qos-hooks.conf")
         with open(conf, "w") as f:
             f.write(CONFIG.format(remote=remote))
-        env = dict(os.environ, QOS_HOOKS_CONFIG=conf, QOS_HOOKS_VIA_HELPER="1",
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   QOS_HOOKS_CONFIG=conf, QOS_HOOKS_VIA_HELPER="1",
                    QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER, QOS_HOOKS_LOG_LEVEL="WARNING")
         r = Runner(env, prefix, work)
         live = domain()
