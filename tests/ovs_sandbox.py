@@ -37,6 +37,7 @@ environment has ``CI=true``, and ``pytest.skip`` naming it otherwise: it never
 passes silently.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -403,11 +404,12 @@ def _decode(v):
     return v
 
 
-@pytest.fixture
-def ovs_sandbox():
-    """A started OvsSandbox (bridge ``br0``, netdev datapath); stopped afterwards."""
+@contextlib.contextmanager
+def running_sandbox(**kwargs):
+    """A started OvsSandbox(**kwargs), stopped on the way out; a sandbox that
+    cannot start is reported through ``require`` (CI fails, naming it)."""
     require()
-    sb = OvsSandbox()
+    sb = OvsSandbox(**kwargs)
     try:
         sb.start()
     except SandboxError as e:
@@ -416,3 +418,10 @@ def ovs_sandbox():
         yield sb
     finally:
         sb.stop()
+
+
+@pytest.fixture
+def ovs_sandbox():
+    """A started OvsSandbox (bridge ``br0``, netdev datapath); stopped afterwards."""
+    with running_sandbox() as sb:
+        yield sb

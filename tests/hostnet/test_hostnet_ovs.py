@@ -15,7 +15,7 @@ import os
 import pytest
 
 from qos_hooks.hostnet import ovs as hostnet_ovs
-from tests.ovs_sandbox import OvsSandbox, SandboxError, require
+from tests.ovs_sandbox import running_sandbox
 from tests.hostnet.test_hostnet import HOOKS, MBIT, ROOT, engine_qos, engine_request
 from tests.vdsm_runner import JSON, run_hook_dir
 
@@ -27,20 +27,12 @@ NET_MGMT = "qh5mgmt"
 
 @pytest.fixture
 def sandbox():
-    require()
-    sb = OvsSandbox(prefix="qh5", bridge=BRIDGE)
-    try:
-        sb.start()
-    except SandboxError as e:
-        require("OVS sandbox could not start: %s" % e)
-    try:
+    with running_sandbox(prefix="qh5", bridge=BRIDGE) as sb:
         sb.add_port(UPLINK)
         sb.add_port(NET_VLAN, ip="10.55.10.2/24")
         sb.vsctl("set", "Port", NET_VLAN, "tag=10")
         sb.add_port(NET_MGMT, ip="10.55.0.2/24")
         yield sb
-    finally:
-        sb.stop()
 
 
 def hook_env(sb, tmp_path, extra=""):

@@ -19,6 +19,7 @@ from qos_hooks.kernel import tap_status
 from qos_hooks.core.domxml import DomainDoc
 from qos_hooks.core.policy import Bandwidth, Rate
 from qos_hooks.kernel.tc import HtbClass, KernelPort
+from tests.kernel.helpers import sh as _sh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAC = "52:54:00:6b:1f:07"
@@ -189,14 +190,6 @@ def _require(reason):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail("CI=true and a requirement is missing: %s" % reason, pytrace=False)
     pytest.skip(reason)
-
-
-def _sh(*argv, check=True):
-    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       universal_newlines=True, timeout=30)
-    if check and p.returncode != 0:
-        raise AssertionError("%s: exit %d: %s" % (" ".join(argv), p.returncode, p.stderr))
-    return p
 
 
 @pytest.fixture

@@ -12,16 +12,9 @@ import pytest
 
 from qos_hooks.core.errors import BackendUnavailable
 from qos_hooks.kernel import tc as ktc
+from tests.kernel.helpers import sh as _sh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _sh(*argv, check=True):
-    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       universal_newlines=True, timeout=30)
-    if check and p.returncode != 0:
-        raise AssertionError("%s: exit %d: %s" % (" ".join(argv), p.returncode, p.stderr))
-    return p
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from qos_hooks.observe import metrics
 from qos_hooks.ovs import backend as ovs_backend
 from qos_hooks.core.desired import DomainQos, InterfaceQos
 from qos_hooks.core.policy import Bandwidth, Rate
-from tests.ovs_sandbox import OvsSandbox, SandboxError, require
+from tests.ovs_sandbox import require, running_sandbox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VM_IP, REMOTE_IP = "10.14.0.2", "10.14.0.3"
@@ -87,14 +87,8 @@ def _env(extra=None):
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     """The sandbox with the limited port, the libvirt-style tap and a host network."""
-    require()
     tmp = tmp_path_factory.mktemp("qh14")
-    sb = OvsSandbox(prefix="qh14")
-    try:
-        sb.start()
-    except SandboxError as e:
-        require("OVS sandbox could not start: %s" % e)
-    try:
+    with running_sandbox(prefix="qh14") as sb:
         sb.add_port("vnet0", ip=VM_IP + "/24", mac=MAC,
                     external_ids={"attached-mac": MAC, "vm-id": UUID})
         sb.add_port("vnet1", ip=REMOTE_IP + "/24")
@@ -123,8 +117,6 @@ def host(tmp_path_factory):
         sb.obs_state = str(state)
         sb.obs_xml = str(xml)
         yield sb
-    finally:
-        sb.stop()
 
 
 def qos_hooks(host, *args, timeout=60):

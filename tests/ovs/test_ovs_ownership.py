@@ -27,7 +27,7 @@ from qos_hooks.core.desired import DomainQos, InterfaceQos
 from qos_hooks.core.errors import EXIT_PERMISSION, PortRefused
 from qos_hooks.ovs.mapping import OWNER_KEY
 from qos_hooks.core.policy import Bandwidth, Rate
-from tests.ovs_sandbox import OvsSandbox, SandboxError, require
+from tests.ovs_sandbox import require, running_sandbox
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]
 
@@ -79,19 +79,11 @@ def _build(sb):
 
 @pytest.fixture(scope="module")
 def rig():
-    require()
-    sb = OvsSandbox()
-    try:
-        sb.start()
-    except SandboxError as e:
-        require("OVS sandbox could not start: %s" % e)
-    try:
+    with running_sandbox() as sb:
         _build(sb)
         # from here on only the request could write: freeze the database
         sb.stop_vswitchd()
         yield sb
-    finally:
-        sb.stop()
 
 
 def dump(sb):
