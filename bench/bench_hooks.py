@@ -24,7 +24,13 @@ The baseline "parse-only hook" is a Python script that imports lxml and
 parses the same XML from the same place (file or stdin).  Runs of a hook and
 of its baseline alternate so machine noise hits both alike.
 
-    python3 bench/bench_hooks.py [--runs N] [--json]
+Interpreter: the hooks, the helper and the baseline all run ONE interpreter,
+``--python`` (default: ``/usr/bin/python3`` when it has lxml and ovs, as on
+an EL9 host with python3-lxml and python3-openvswitch; else this one).  Its
+directory goes first on PATH, since the executables start with
+``#!/usr/bin/env python3``; qos_hooks comes from this checkout (PYTHONPATH).
+
+    python3 bench/bench_hooks.py [--runs N] [--python PATH] [--tree DIR] [--json]
 
 Needs root for the OVS part (without it, only the before_* hooks and the
 qemu migrate hook are timed, and the rest is reported as skipped).
@@ -43,8 +49,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-HELPER = os.path.join(ROOT, "libexec", "qos-hooks-helper")
-QEMU_HOOK = os.path.join(ROOT, "libvirt-hooks", "qemu.d", "50_qos_hooks")
+# the checkout whose executables are timed (--tree: e.g. a git worktree of an
+# older commit, for a before/after table from one machine and one session)
+TREE = ROOT
+
+
+def helper_path():
+    return os.path.join(TREE, "libexec", "qos-hooks-helper")
+
+
+def qemu_hook_path():
+    return os.path.join(TREE, "libvirt-hooks", "qemu.d", "50_qos_hooks")
 NICS = 16
 UUID = "6b1f9c1e-2f4a-4c3e-9a57-1d2f3b4c5d6e"
 
@@ -93,15 +108,36 @@ def domain(target=True, bandwidth=True):
         UUID, "".join(iface(i, target, bandwidth) for i in range(NICS)))
 
 
+def default_python():
+    """/usr/bin/python3 when it can run the hooks (lxml, ovs), else this one."""
+    system = "/usr/bin/python3"
+    if os.path.exists(system) and subprocess.run(
+            [system, "-c", "import lxml.etree, ovs.db.idl"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL).returncode == 0:
+        return system
+    return sys.executable
+
+
+def python_env(python):
+    """PATH with ``python``'s directory first; refuses an interpreter that
+    ``python3`` in its own directory would not be."""
+    bindir = os.path.dirname(os.path.abspath(python))
+    py3 = os.path.join(bindir, "python3")
+    if not os.path.exists(py3) or os.path.realpath(py3) != os.path.realpath(python):
+        raise SystemExit("--python %s: %s is not the same interpreter; the hooks run "
+                         "'python3' from PATH" % (python, py3))
+    return bindir + os.pathsep + os.environ.get("PATH", "")
+
+
 class Runner:
-    def __init__(self, env, prefix, workdir):
+    def __init__(self, env, prefix, workdir, python):
         self.env, self.prefix, self.dir = env, list(prefix), workdir
         self.parse_file = os.path.join(workdir, "parse_only_file.py")
         self.parse_stdin = os.path.join(workdir, "parse_only_stdin.py")
         for path, code in ((self.parse_file, PARSE_ONLY_FILE),
                            (self.parse_stdin, PARSE_ONLY_STDIN)):
             with open(path, "w") as f:
-                f.write("#!%s\n%s" % (sys.executable, code))
+                f.write("#!%s\n%s" % (python, code))
             os.chmod(path, 0o755)
 
     def vdsm(self, script, xml, extra_env=None):
@@ -119,9 +155,11 @@ class Runner:
         return dt
 
     def qemu(self, op, xml, sub="begin"):
-        argv = [QEMU_HOOK, "bench16", op, sub, "-"] if op else [self.parse_stdin]
+        argv = [qemu_hook_path(), "bench16", op, sub, "-"] if op else [self.parse_stdin]
+        # libvirtd runs the qemu hook as root: the backend in process, no helper
+        env = {k: v for k, v in self.env.items() if k != "QOS_HOOKS_VIA_HELPER"}
         t0 = time.perf_counter()
-        p = subprocess.run(self.prefix + argv, env=self.env, input=xml.encode(),
+        p = subprocess.run(self.prefix + argv, env=env, input=xml.encode(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         dt = time.perf_counter() - t0
         if p.returncode != 0 or b"ERROR" in p.stderr:
@@ -131,10 +169,10 @@ class Runner:
 
 
 def hook(point):
-    return os.path.join(ROOT, "hooks", point, "50_qos_hooks")
+    return os.path.join(TREE, "hooks", point, "50_qos_hooks")
 
 
-def bench(runs, with_ovs):
+def bench(runs, with_ovs, python):
     results = []
     work = tempfile.mkdtemp(prefix="qh4-bench-")
     sb = None
@@ -155,10 +193,11 @@ def bench(runs, with_ovs):
         conf = os.path.join(work, "qos-hooks.conf")
         with open(conf, "w") as f:
             f.write(CONFIG.format(remote=remote))
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        env = dict(os.environ, PYTHONPATH=TREE + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   PATH=python_env(python),
                    QOS_HOOKS_CONFIG=conf, QOS_HOOKS_VIA_HELPER="1",
-                   QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=HELPER, QOS_HOOKS_LOG_LEVEL="WARNING")
-        r = Runner(env, prefix, work)
+                   QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=helper_path(), QOS_HOOKS_LOG_LEVEL="WARNING")
+        r = Runner(env, prefix, work, python)
         live = domain()
         bare = domain(target=False, bandwidth=False)
         one = iface(0, target=False, bandwidth=False)
@@ -246,17 +285,28 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--python", help="the interpreter for the hooks, the helper and the "
+                    "baseline (default: /usr/bin/python3 when it has lxml and ovs)")
+    ap.add_argument("--tree", help="time the executables of this checkout instead (e.g. a "
+                    "git worktree of an older commit); the sandbox comes from this one")
     args = ap.parse_args(argv)
+    python = args.python or default_python()
+    python_env(python)
+    global TREE
+    TREE = os.path.abspath(args.tree) if args.tree else ROOT
+    # an RPM install is byte-compiled; a checkout may not be (PYTHONDONTWRITEBYTECODE)
+    subprocess.run([python, "-m", "compileall", "-q", os.path.join(TREE, "qos_hooks")],
+                   check=True)
     with_ovs = os.geteuid() == 0
     if with_ovs:
         from tests.ovs_sandbox import missing_requirement
         with_ovs = missing_requirement() is None
-    results = bench(args.runs, with_ovs)
+    results = bench(args.runs, with_ovs, python)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print("%d-NIC guest, median of %d runs; baseline = a hook that only parses the XML"
-          % (NICS, args.runs))
+    print("%d-NIC guest, median of %d runs; baseline = a hook that only parses the XML; "
+          "interpreter %s; tree %s" % (NICS, args.runs, python, TREE))
     print("%-54s %10s %12s %7s" % ("hook", "median ms", "baseline ms", "ratio"))
     for r in results:
         if "skipped" in r:

@@ -128,12 +128,13 @@ def rewrite_logged(doc, config, selection, logger):
     return plan
 
 
-def ovs_for_doc(doc, action, config, environ, logger, vm_id=None):
+def ovs_for_doc(doc, action, config, environ, logger, vm_id=None, early=None):
     """Apply or clear the OVS QoS of the document's OVS-attached interfaces.
 
     A domain (or vNIC) with no interface on Open vSwitch never connects to
     OVSDB.  ``clear`` also removes libvirt < 10.3's leftover rows for the
-    domain unless ``[settings] clean_libvirt_leftovers = no``.
+    domain unless ``[settings] clean_libvirt_leftovers = no``.  ``early``: a
+    root helper already started (qos_hooks.priv.client.prestart).
     """
     from qos_hooks.core import desired
     from qos_hooks.priv import client as privclient
@@ -156,8 +157,9 @@ def ovs_for_doc(doc, action, config, environ, logger, vm_id=None):
     logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
                 ", ".join(i.label for i in dq.interfaces))
     if action == "apply":
-        privclient.ovs_apply(dq, config, environ, logger)
+        privclient.ovs_apply(dq, config, environ, logger, early=early)
     else:
         privclient.ovs_clear(dq, config, environ, logger,
-                             libvirt_leftovers=config.settings.clean_libvirt_leftovers)
+                             libvirt_leftovers=config.settings.clean_libvirt_leftovers,
+                             early=early)
     return 0

@@ -90,13 +90,13 @@ def _rewrite_file(path, doc, config, selection, logger):
     return 0
 
 
-def before_vm_start(env, config, logger):
+def before_vm_start(env, config, logger, early=None):
     path, doc = _read_doc(env)
     selection = policy.Selection(env_vm_profile=env.get(policy.PROFILE_PROPERTY) or None)
     return _rewrite_file(path, doc, config, selection, logger)
 
 
-def _rewrite_device(env, config, logger):
+def _rewrite_device(env, config, logger, early=None):
     """before_nic_hotplug / before_update_device: policy on one <interface>.
 
     The vNIC's custom properties are in the environment here.  VDSM sets the
@@ -112,38 +112,40 @@ def _rewrite_device(env, config, logger):
     return _rewrite_file(path, doc, config, selection, logger)
 
 
-def _ovs(env, config, logger, action, allow_interface):
-    """Apply or clear the OVS QoS of the OVS-attached interfaces in the XML."""
+def _ovs(env, config, logger, action, allow_interface, early):
+    """Apply or clear the OVS QoS of the OVS-attached interfaces in the XML
+    (``early``: the root helper the executable started first, or None)."""
     _, doc = _read_doc(env, allow_interface=allow_interface)
-    return hookbase.ovs_for_doc(doc, action, config, env, logger, vm_id=env.get("vmId"))
+    return hookbase.ovs_for_doc(doc, action, config, env, logger, vm_id=env.get("vmId"),
+                                early=early)
 
 
-def after_vm_start(env, config, logger):
+def after_vm_start(env, config, logger, early=None):
     # live XML: <target dev='vnetN'/> is there (FIELD_NOTES section 3)
-    return _ovs(env, config, logger, "apply", allow_interface=False)
+    return _ovs(env, config, logger, "apply", allow_interface=False, early=early)
 
 
-def after_nic_hotplug(env, config, logger):
+def after_nic_hotplug(env, config, logger, early=None):
     # pre-attach <interface>: no target dev; the backend finds the port by
     # external_ids:attached-mac
-    return _ovs(env, config, logger, "apply", allow_interface=True)
+    return _ovs(env, config, logger, "apply", allow_interface=True, early=early)
 
 
-def after_update_device(env, config, logger):
+def after_update_device(env, config, logger, early=None):
     # libvirt already pointed the port at a QoS row of its own for the new
     # <bandwidth>; apply replaces it and destroys our previous, now
     # unreferenced, row in the same transaction
-    return _ovs(env, config, logger, "apply", allow_interface=True)
+    return _ovs(env, config, logger, "apply", allow_interface=True, early=early)
 
 
-def after_nic_hotunplug(env, config, logger):
-    return _ovs(env, config, logger, "clear", allow_interface=True)
+def after_nic_hotunplug(env, config, logger, early=None):
+    return _ovs(env, config, logger, "clear", allow_interface=True, early=early)
 
 
-def after_vm_destroy(env, config, logger):
+def after_vm_destroy(env, config, logger, early=None):
     # libvirt < 10.3 leaves its own QoS/Queue rows behind (FIELD_NOTES 2):
     # clear clears them for this domain too, unless clean_libvirt_leftovers = no
-    return _ovs(env, config, logger, "clear", allow_interface=False)
+    return _ovs(env, config, logger, "clear", allow_interface=False, early=early)
 
 
 def drop_unvalidated_qos(env, logger):
@@ -180,17 +182,26 @@ HANDLERS = {
 }
 
 
-def vdsm_main(hook_point, environ=None):
-    """Entry point of a VDSM hook executable; returns the process exit code."""
+def vdsm_main(hook_point, environ=None, early=None):
+    """Entry point of a VDSM hook executable; returns the process exit code.
+
+    ``early``: the root helper the executable started before importing this
+    module (qos_hooks.priv.client.prestart), handed the request if there is
+    one and released (stdin closed empty) otherwise."""
     env = os.environ if environ is None else environ
     logger = _log.setup({"hook": hook_point, "vm": env.get("vmId")})
 
     def on_failure(code):
         if code == 0 and hook_point in VALIDATING:
             drop_unvalidated_qos(env, logger)
-    return hookbase.run(hook_point, lambda config: HANDLERS[hook_point](env, config, logger),
-                        environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
-                        margin=HOOK_MARGIN, on_failure=on_failure, fail_exit=FAIL_EXIT)
+    try:
+        return hookbase.run(hook_point,
+                            lambda config: HANDLERS[hook_point](env, config, logger, early=early),
+                            environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
+                            margin=HOOK_MARGIN, on_failure=on_failure, fail_exit=FAIL_EXIT)
+    finally:
+        if early is not None:
+            early.release()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -248,7 +248,12 @@ def _reattach(conn, ops):
         conn.wait_for_vswitchd(next_cfg)
 
 
-def _connect(remote, deadline):
+def _connect(remote, deadline, connection=None):
+    """A new Connection, or ``connection`` (opened ahead by the root helper
+    while it waited for its request) brought up to date first."""
+    if connection is not None:
+        connection.settle()
+        return connection
     from qos_hooks.ovs import ovsdb
     return ovsdb.Connection(remote, deadline)
 
@@ -266,7 +271,7 @@ def _run_plan(conn, planner):
 # -- the API ------------------------------------------------------------------------
 
 def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, verify=True,
-                 replace_libvirt=True, netns=None, repair=True):
+                 replace_libvirt=True, netns=None, repair=True, connection=None):
     """Apply dq's interfaces' bandwidth to OVS in one transaction; verify; report.
 
     ``repair`` (with ``verify``): when OVSDB is right but the kernel lost the
@@ -277,11 +282,14 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
     Raises OwnershipError / ApplyError / VerifyError (with ``.report``) when an
     interface could not be given its QoS, BackendUnavailable / BackendTimeout
     when OVSDB is not reachable in time.
+
+    ``connection``: an ovsdb.Connection to ``remote`` opened ahead (it keeps
+    its own deadline and is closed here).
     """
     from qos_hooks.ovs.ovsdb import Deadline
     t0 = time.monotonic()
     deadline = Deadline(timeout)
-    with _connect(remote, deadline) as conn:
+    with _connect(remote, deadline, connection) as conn:
         (plan, outcomes), next_cfg, attempts = _run_plan(
             conn, lambda snap: plan_apply(snap, dq, replace_libvirt=replace_libvirt, remote=remote))
         differences = ()
@@ -352,12 +360,12 @@ def _verify(snap, dq, netns):
 
 
 def clear_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT,
-                 libvirt_leftovers=False, netns=None):
+                 libvirt_leftovers=False, netns=None, connection=None):
     """Remove what qos-hooks owns for dq (uuid, or only dq's interfaces' MACs/devs).
 
     ``libvirt_leftovers``: also destroy libvirt's QoS/Queue rows tagged with
     ``vm-id`` == dq.uuid that no Port uses.  Verifies that nothing selected
-    is left (VerifyError otherwise).
+    is left (VerifyError otherwise).  ``connection``: as for apply_domain.
     """
     from qos_hooks.ovs.ovsdb import Deadline
     t0 = time.monotonic()
@@ -366,7 +374,7 @@ def clear_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT,
 
     def planner(snap):
         return plan_clear(snap, dq, libvirt_leftovers=libvirt_leftovers, remote=remote)
-    with _connect(remote, deadline) as conn:
+    with _connect(remote, deadline, connection) as conn:
         (plan, outcomes), next_cfg, attempts = _run_plan(conn, planner)
         left, _ = planner(conn.snapshot())
         differences = tuple(Difference(getattr(op, "port", None) or "-", "ovsdb", "left over",

@@ -55,6 +55,12 @@ class Deadline:
         return int(self.remaining() * 1000)
 
 
+def load_library():
+    """Import the ``ovs`` library (and set it up) now rather than at the first
+    connection (the root helper does it while waiting for its request)."""
+    _ovs()
+
+
 def _ovs():
     try:
         import ovs.db.idl  # noqa: F401

@@ -20,8 +20,8 @@ Every field is checked: no unknown keys at any level, no duplicate keys, no
 floats, NaN or booleans where integers go, integers within libvirt's bounds
 (qos_hooks.core.policy), UUID, MAC and device-name formats, each string matched
 as a whole (a trailing newline is refused), integers of at most 20 digits.
-Anything else is refused with exit code 4 before any OVSDB connection is
-made.  The OVSDB remote and timeout come from the helper's own
+Anything else is refused with exit code 4 before anything is written to
+OVSDB.  The OVSDB remote and timeout come from the helper's own
 configuration, never from the request; when run through sudo the
 configuration path is the fixed default (``$QOS_HOOKS_CONFIG`` is ignored if
 ``$SUDO_UID`` is set), and a configuration file or directory that anyone but
@@ -34,7 +34,17 @@ configuration is read (without blocking: a FIFO at its path is refused) and
 before the first byte of stdin, so a caller that keeps stdin open cannot
 keep a root process alive.
 
-Exit codes (qos_hooks.core.errors): 0 done, 3 configuration refused, 4 request
+Early start: a VDSM hook may start the helper before it knows its request
+(qos_hooks.priv.client.prestart), so that the helper's start-up overlaps the
+hook's XML parsing.  While stdin is still empty, the helper therefore
+imports the OVS backend and opens its OVSDB connection (read-only until a
+request is validated: the IDL's monitor of the qos-hooks columns); a
+connection error is reported only if a valid request follows.  Zero bytes
+on stdin (the hook had nothing to send, or went away) is no request: exit 0,
+nothing written.  A request already waiting on stdin when the helper starts
+is read first, as before.
+
+Exit codes (qos_hooks.core.errors): 0 done (or no request), 3 configuration refused, 4 request
 refused, 5 OVSDB unavailable or timed out, 6 apply/verify failed, 8 not
 root, 1 internal error.  Messages go to stderr, one line each, and the calling hook copies
 them into its own log.
@@ -65,28 +75,82 @@ def helper_config(environ):
     return policy.load_config(environ=environ, missing_ok=True, trusted=True)
 
 
-def backend_apply(dq, config):
+def backend_apply(dq, config, connection=None):
     """In-process OVS backend call (root), bounded by ``ovsdb_timeout``; the
-    backend logs its own warnings and verification differences."""
+    backend logs its own warnings and verification differences.
+    ``connection``: an OVSDB connection opened ahead (``prepare``)."""
     from qos_hooks.ovs import backend as ovs_backend
     return ovs_backend.apply_domain(dq, remote=config.settings.ovsdb,
-                                    timeout=config.settings.ovsdb_timeout, verify=True)
+                                    timeout=config.settings.ovsdb_timeout, verify=True,
+                                    connection=connection)
 
 
-def backend_clear(dq, config, logger, libvirt_leftovers=False):
+def backend_clear(dq, config, logger, libvirt_leftovers=False, connection=None):
     from qos_hooks.ovs import backend as ovs_backend
     return ovs_backend.clear_domain(dq, remote=config.settings.ovsdb,
                                     timeout=config.settings.ovsdb_timeout,
-                                    libvirt_leftovers=libvirt_leftovers)
+                                    libvirt_leftovers=libvirt_leftovers,
+                                    connection=connection)
 
 
-def execute(action, dq, options, config, logger):
+def _waiting(stream):
+    """True when nothing can be read from ``stream`` yet (no request and no
+    EOF): the caller started us early.  Streams without a file descriptor
+    (tests' BytesIO) count as ready."""
+    import select
+    try:
+        ready, _, _ = select.select([stream.fileno()], [], [], 0)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return not ready
+
+
+class Prepared:
+    """What the helper did while waiting for its request: the OVS backend
+    imported, and an OVSDB connection (or the error opening it, raised only
+    if a valid request needs it)."""
+
+    def __init__(self, connection=None, error=None):
+        self.connection, self.error = connection, error
+
+    def take(self):
+        if self.error is not None:
+            raise self.error
+        conn, self.connection = self.connection, None
+        return conn
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def prepare(config, stream):
+    """Use the time before the request arrives (early start): import the
+    backend, then open the OVSDB connection if stdin is still empty.  Returns
+    a Prepared, or None when the request (or EOF) was already there."""
+    if not _waiting(stream):
+        return None
+    from qos_hooks.ovs import backend  # noqa: F401  (the import is the point)
+    from qos_hooks.ovs import ovsdb
+    ovsdb.load_library()
+    if not _waiting(stream):
+        return None
+    try:
+        return Prepared(ovsdb.Connection(config.settings.ovsdb,
+                                         ovsdb.Deadline(config.settings.ovsdb_timeout)))
+    except QosHooksError as e:
+        return Prepared(error=e)
+
+
+def execute(action, dq, options, config, logger, prepared=None):
     """Run the request against the OVS backend (root only)."""
+    conn = prepared.take() if prepared is not None else None
     if action == "apply":
-        result = backend_apply(dq, config)
+        result = backend_apply(dq, config, connection=conn)
     else:
         result = backend_clear(dq, config, logger,
-                               libvirt_leftovers=options["libvirt_leftovers"])
+                               libvirt_leftovers=options["libvirt_leftovers"], connection=conn)
     logger.info("%s done for domain %s (%d interface(s)) on %s", action, dq.uuid,
                 len(dq.interfaces), config.settings.ovsdb)
     return result
@@ -132,9 +196,17 @@ def main(argv=None, stdin=None, environ=None):
         bound = config.settings.ovsdb_timeout + WATCHDOG_SLACK
         dog = _watchdog(max(0.0, start + bound - time.monotonic()), logger, bound)
         stream = stdin if stdin is not None else sys.stdin.buffer
-        data = stream.read(MAX_REQUEST_BYTES + 1)
-        action, dq, options = parse_request(data)
-        execute(action, dq, options, config, logger)
+        prepared = prepare(config, stream)
+        try:
+            data = stream.read(MAX_REQUEST_BYTES + 1)
+            if not data:
+                logger.debug("no request (stdin closed empty): nothing to do")
+                return 0
+            action, dq, options = parse_request(data)
+            execute(action, dq, options, config, logger, prepared)
+        finally:
+            if prepared is not None:
+                prepared.close()
         return 0
     except QosHooksError as e:
         logger.error("%s", e)

@@ -115,6 +115,10 @@ def run(point, data, env, **kw):
 
 # -- the hook directories --------------------------------------------------------
 
+OVS_POINTS = ("after_vm_start", "after_vm_migrate_destination", "after_nic_hotplug",
+              "after_nic_hotunplug", "after_update_device", "after_vm_destroy")
+
+
 def test_hook_directories_hold_only_the_executables():
     from qos_hooks.hooks.vdsm_vm import HOOK_POINTS, HANDLERS
     assert set(HOOK_POINTS) == set(HANDLERS)
@@ -125,8 +129,16 @@ def test_hook_directories_hold_only_the_executables():
         assert os.access(path, os.X_OK)
         text = open(path).read()
         assert text.startswith("#!/usr/bin/env python3\n")
-        assert 'vdsm_main("%s")' % point in text
-        assert len(text.splitlines()) <= 8
+        assert len(text.splitlines()) <= 11
+        # the OVS points start the root helper before anything else
+        # (qos_hooks.priv.client.prestart); all leave through exit_now
+        if point in OVS_POINTS:
+            assert "early = prestart(os.environ)" in text
+            assert text.index("prestart(") < text.index("import vdsm_main")
+            assert 'exit_now(vdsm_main("%s", early=early))' % point in text
+        else:
+            assert "prestart" not in text
+            assert 'exit_now(vdsm_main("%s"))' % point in text
 
 
 def test_runner_copies_vdsm_order_exit_2_and_non_executables(tmp_path, make_env):
@@ -562,3 +574,76 @@ def test_watchdog_is_the_only_bound(tmp_path, make_env, point, extra):
     assert res.rcs == (0, 0, 0)
     assert "%s exceeded its bound of 5.0s" % point in res.stderr
     assert "on_error=continue" in res.stderr and res.data == "<domain/>"
+
+
+# -- the root helper starts first (qos_hooks.priv.client.prestart) ---------------------
+
+SPY = '''\
+import os, sys
+_log = open(os.environ["QH_SPY_LOG"], "a")
+_spawn = os.posix_spawnp
+def _spy_spawn(path, argv, *a, **kw):
+    _log.write("spawn %s\\n" % argv[-1]); _log.flush()
+    return _spawn(path, argv, *a, **kw)
+os.posix_spawnp = _spy_spawn
+class _Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("lxml.etree", "qos_hooks.core.policy", "qos_hooks.hooks.vdsm_vm"):
+            _log.write("import %s\\n" % name); _log.flush()
+        return None
+sys.meta_path.insert(0, _Spy())
+'''
+
+
+def _spied_run(tmp_path, point, xml, env):
+    spy_dir = tmp_path / "spy"
+    spy_dir.mkdir(exist_ok=True)
+    (spy_dir / "sitecustomize.py").write_text(SPY)
+    log = tmp_path / "spy.log"
+    if log.exists():
+        log.unlink()
+    env = dict(env, PYTHONPATH=str(spy_dir) + os.pathsep + env["PYTHONPATH"],
+               QH_SPY_LOG=str(log))
+    res = run(point, xml, env, vm_id=UUID)
+    return res, (log.read_text().splitlines() if log.exists() else [])
+
+
+@pytest.mark.parametrize("point", OVS_POINTS)
+def test_ovs_hooks_start_the_helper_before_importing_lxml(tmp_path, make_env, point):
+    """The executables of the OVS hook points start the root helper before
+    they import the policy code or lxml, so the helper's start-up runs while
+    the hook parses.  Seen from inside the hook process: a sitecustomize
+    spy logs os.posix_spawnp and the imports, in order."""
+    env = make_env()
+    xml = (domain_xml(iface_xml(MAC0, target="vnet0", bandwidth="<inbound average='1000'/>"))
+           if point in ("after_vm_start", "after_vm_migrate_destination", "after_vm_destroy")
+           else iface_xml(MAC0, bandwidth="<inbound average='1000'/>"))
+    res, events = _spied_run(tmp_path, point, xml, env)
+    assert events, res.stderr
+    assert events[0] == "spawn %s" % HELPER, events
+    assert "import lxml.etree" in events and "import qos_hooks.hooks.vdsm_vm" in events
+    assert [e for e in events if e.startswith("spawn")] == ["spawn %s" % HELPER], events
+    # the helper then did the work (here: OVSDB is down, so it says so)
+    assert "no-ovsdb.sock" in res.stderr, res.stderr
+
+
+def test_no_early_helper_without_openvswitch_in_the_xml(tmp_path, make_env):
+    """A domain whose XML never says openvswitch starts no helper at all."""
+    env = make_env()
+    live = domain_xml(iface_xml(MAC0, target="vnet0", ovs=False))
+    res, events = _spied_run(tmp_path, "after_vm_start", live, env)
+    assert res.rcs == (0,), res.stderr
+    assert not [e for e in events if e.startswith("spawn")], events
+
+
+def test_an_early_helper_with_nothing_to_do_is_released(tmp_path, make_env):
+    """The XML says openvswitch, but no vNIC is on OVS (here: only in the
+    description): the early helper gets an empty stdin and exits 0 quietly;
+    the hook reaps it and reports no helper message."""
+    env = make_env()
+    live = domain_xml(iface_xml(MAC0, target="vnet0", ovs=False)).replace(
+        "<vcpu>", "<description>moved off openvswitch</description>\n  <vcpu>")
+    res, events = _spied_run(tmp_path, "after_vm_start", live, env)
+    assert res.rcs == (0,), res.stderr
+    assert events[0] == "spawn %s" % HELPER, events
+    assert "helper" not in res.stderr and "ERROR" not in res.stderr, res.stderr
