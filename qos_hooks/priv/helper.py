@@ -131,14 +131,13 @@ def prepare(config, stream):
     a Prepared, or None when the request (or EOF) was already there."""
     if not _waiting(stream):
         return None
-    from qos_hooks.ovs import backend  # noqa: F401  (the import is the point)
-    from qos_hooks.ovs import ovsdb
-    ovsdb.load_library()
+    from qos_hooks.ovs import backend as ovs_backend
+    ovs_backend.load_library()
     if not _waiting(stream):
         return None
     try:
-        return Prepared(ovsdb.Connection(config.settings.ovsdb,
-                                         ovsdb.Deadline(config.settings.ovsdb_timeout)))
+        return Prepared(ovs_backend.connect(config.settings.ovsdb,
+                                            config.settings.ovsdb_timeout))
     except QosHooksError as e:
         return Prepared(error=e)
 
