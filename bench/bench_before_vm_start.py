@@ -33,6 +33,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOOK = os.path.join(ROOT, "hooks", "before_vm_start", "50_qos_hooks")
+sys.path.insert(0, ROOT)
+
+from bench.benchlib import byte_compile, default_python  # noqa: E402
 TARGET = 1.5
 SHIPPED_CONFIG = os.path.join(ROOT, "examples", "qos-hooks.conf")
 SHIPPED_PROFILE = "gold"
@@ -117,7 +120,11 @@ def main(argv=None):
                     help="profile the VM asks for (default: %s)" % SHIPPED_PROFILE)
     ap.add_argument("--bench-config", action="store_true",
                     help="use the small policy written for this bench (profile 'bench')")
+    ap.add_argument("--python", help="the interpreter for the hook and the floor (default: "
+                    "/usr/bin/python3 when it has lxml and ovs, as on EL9)")
     args = ap.parse_args(argv)
+    python = args.python or default_python()
+    byte_compile(python)
 
     with tempfile.TemporaryDirectory(prefix="qos-hooks-bench-") as tmp:
         conf, profile = os.path.abspath(args.config), args.profile
@@ -138,8 +145,8 @@ def main(argv=None):
                     "PYTHONPATH": ROOT + os.pathsep + env.get("PYTHONPATH", "")})
         env.pop("QOS_HOOKS_LOG_LEVEL", None)   # VDSM's default: INFO, one line per change
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        hook = [sys.executable, HOOK]
-        floor = [sys.executable, "-c", "import lxml.etree"]
+        hook = [python, HOOK]
+        floor = [python, "-c", "import lxml.etree"]
 
         # check once that the hook really rewrites the domain
         restore()
@@ -167,7 +174,7 @@ def main(argv=None):
               "floor_median_ms": round(fl * 1000, 2), "ratio": round(ratio, 3),
               "min_ratio": round(min_ratio, 3),
               "target": TARGET, "within_target": ratio <= TARGET,
-              "nics": 32, "disks": 32, "python": sys.version.split()[0],
+              "nics": 32, "disks": 32, "python": python,
               "config": conf if not args.bench_config else "(bench config)", "profile": profile}
     if args.json:
         print(json.dumps(result, indent=2))

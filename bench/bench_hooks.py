@@ -49,6 +49,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.benchlib import byte_compile, default_python, python_path_env  # noqa: E402
+
 # the checkout whose executables are timed (--tree: e.g. a git worktree of an
 # older commit, for a before/after table from one machine and one session)
 TREE = ROOT
@@ -106,27 +108,6 @@ def domain(target=True, bandwidth=True):
             "  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  <devices>\n%s"
             "  </devices>\n</domain>\n") % (
         UUID, "".join(iface(i, target, bandwidth) for i in range(NICS)))
-
-
-def default_python():
-    """/usr/bin/python3 when it can run the hooks (lxml, ovs), else this one."""
-    system = "/usr/bin/python3"
-    if os.path.exists(system) and subprocess.run(
-            [system, "-c", "import lxml.etree, ovs.db.idl"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL).returncode == 0:
-        return system
-    return sys.executable
-
-
-def python_env(python):
-    """PATH with ``python``'s directory first; refuses an interpreter that
-    ``python3`` in its own directory would not be."""
-    bindir = os.path.dirname(os.path.abspath(python))
-    py3 = os.path.join(bindir, "python3")
-    if not os.path.exists(py3) or os.path.realpath(py3) != os.path.realpath(python):
-        raise SystemExit("--python %s: %s is not the same interpreter; the hooks run "
-                         "'python3' from PATH" % (python, py3))
-    return bindir + os.pathsep + os.environ.get("PATH", "")
 
 
 class Runner:
@@ -194,7 +175,7 @@ def bench(runs, with_ovs, python):
         with open(conf, "w") as f:
             f.write(CONFIG.format(remote=remote))
         env = dict(os.environ, PYTHONPATH=TREE + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   PATH=python_env(python),
+                   PATH=python_path_env(python),
                    QOS_HOOKS_CONFIG=conf, QOS_HOOKS_VIA_HELPER="1",
                    QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=helper_path(), QOS_HOOKS_LOG_LEVEL="WARNING")
         r = Runner(env, prefix, work, python)
@@ -291,12 +272,10 @@ def main(argv=None):
                     "git worktree of an older commit); the sandbox comes from this one")
     args = ap.parse_args(argv)
     python = args.python or default_python()
-    python_env(python)
+    python_path_env(python)
     global TREE
     TREE = os.path.abspath(args.tree) if args.tree else ROOT
-    # an RPM install is byte-compiled; a checkout may not be (PYTHONDONTWRITEBYTECODE)
-    subprocess.run([python, "-m", "compileall", "-q", os.path.join(TREE, "qos_hooks")],
-                   check=True)
+    byte_compile(python, TREE)
     with_ovs = os.geteuid() == 0
     if with_ovs:
         from tests.ovs_sandbox import missing_requirement

@@ -1,5 +1,3 @@
-import sys
+from qos_hooks.cli.main import run
 
-from qos_hooks.cli.main import main
-
-sys.exit(main())
+run()

@@ -420,5 +420,12 @@ def main(argv=None):
         return EXIT_INTERNAL
 
 
+def run():
+    """The ``qos-hooks`` command: main(), then leave without the interpreter's
+    teardown (qos_hooks.core.shutdown.exit_now: output flushed first)."""
+    from qos_hooks.core.shutdown import exit_now
+    exit_now(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

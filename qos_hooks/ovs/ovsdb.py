@@ -155,6 +155,9 @@ class Connection:
         except BaseException:
             self.close()
             raise
+        self._cfg_at_connect = 0
+        for row in self.idl.tables["Open_vSwitch"].rows.values():
+            self._cfg_at_connect = int(row.cur_cfg)
 
     def close(self):
         if self.idl is not None:
@@ -300,12 +303,28 @@ class Connection:
         if next_cfg is None:
             return
 
-        def done():
+        def cur_cfg():
             for row in self.idl.tables["Open_vSwitch"].rows.values():
-                return int(row.cur_cfg) >= next_cfg
-            return True
-        self._wait_until(done, "ovs-vswitchd did not apply configuration %d "
-                               "(is ovs-vswitchd running?)" % next_cfg)
+                return int(row.cur_cfg)
+            return None
+
+        def done():
+            cur = cur_cfg()
+            return cur is None or cur >= next_cfg
+        try:
+            self._wait_until(done, "ovs-vswitchd did not apply configuration %d" % next_cfg)
+        except BackendTimeout as e:
+            # a vswitchd that applied nothing since we connected may be down;
+            # one that moved on is busy: many ports with a QoS, or a mass
+            # start (bench/bench_ovs_apply.py --concurrent)
+            cur = cur_cfg()
+            if cur is not None and cur > self._cfg_at_connect:
+                e.args = ("%s: it is busy (it has applied configuration %d meanwhile, %d "
+                          "behind ours; the change will be applied when it gets there)"
+                          % (e, cur, next_cfg - cur),)
+            else:
+                e.args = ("%s: it applied nothing meanwhile (is ovs-vswitchd running?)" % e,)
+            raise
 
 
 def read_snapshot(remote, timeout):

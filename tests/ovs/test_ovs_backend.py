@@ -309,6 +309,7 @@ def test_verify_error_when_vswitchd_not_applying(ovs_sandbox):
     with pytest.raises(VerifyError) as exc:
         apply(sb, dq_for(iface()), timeout=1.5)
     assert "ovs-vswitchd did not apply" in str(exc.value)
+    assert "it applied nothing meanwhile (is ovs-vswitchd running?)" in str(exc.value)
     assert len(exc.value.report.plan.ops) == 2   # what was written
     # the OVSDB write itself happened: a second apply has nothing to do
     r = apply(sb, dq_for(iface()), verify=False, timeout=5)
