@@ -119,6 +119,12 @@ class VerifyError(ApplyError):
         super().__init__(message)
 
 
+class VswitchdBusy(VerifyError):
+    """The OVSDB transaction was committed, and ovs-vswitchd is applying
+    configurations but has not reached ours within the bound (a mass VM
+    start on a big switch): nothing to verify yet, nothing known wrong."""
+
+
 class OwnershipError(ApplyError):
     """A change would touch a row or object this project does not own."""
 

@@ -46,7 +46,9 @@ Public API (called by the hooks, the root helper and the CLI; stable)::
 Errors (qos_hooks.core.errors): BackendUnavailable / BackendTimeout (OVSDB not
 reachable or not answering within ``timeout``; exit 5), ApplyError (the
 transaction failed), VerifyError (the read-back differs; ``.differences`` and
-``.report`` carry the details; exit 6), OwnershipError (a port carries a QoS
+``.report`` carry the details; exit 6; its subclass VswitchdBusy: committed,
+and ovs-vswitchd is working through configurations but had not reached ours
+within ``timeout``), OwnershipError (a port carries a QoS
 qos-hooks may not replace; exit 6), PortRefused (a port that is not the VM's
 own, or one named twice: nothing written; exit 8).  Every raised ApplyError has a ``report``
 attribute with what was done before the failure.
@@ -65,7 +67,7 @@ import time
 
 from qos_hooks.core.records import Record, default
 
-from qos_hooks.core.errors import ApplyError, BackendTimeout, OwnershipError, VerifyError
+from qos_hooks.core.errors import ApplyError, BackendTimeout, OwnershipError, VerifyError, VswitchdBusy
 from qos_hooks.ovs.mapping import DestroyQos, DestroyQueue, Difference, OvsSettings, PortOutcome, SetInboundQos, SetPolicing, map_bandwidth, ovsdb_actual, ovsdb_differences, plan_apply, plan_clear, plan_gc, plan_repair, resolve, OWNER_KEY, MAC_KEY, IFNAME_KEY, OWNER_QOS_HOOKS, QOS_TYPE
 from qos_hooks.core.plan import BACKEND_OVSDB, Plan
 from qos_hooks.core.policy import DEFAULT_OVSDB, DEFAULT_OVSDB_TIMEOUT
@@ -320,7 +322,9 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
                 conn.wait_for_vswitchd(next_cfg)
             except BackendTimeout as e:
                 # written to OVSDB, not applied by ovs-vswitchd: apply failed (exit 6)
-                err = VerifyError("%s; the OVSDB transaction was committed" % e)
+                busy = getattr(e, "vswitchd_busy", False)
+                err = (VswitchdBusy if busy else VerifyError)(
+                    "%s; the OVSDB transaction was committed" % e)
                 err.report = BackendReport("apply", dq.uuid, remote, plan, outcomes, (),
                                            plan.warnings, True, attempts,
                                            time.monotonic() - t0)

@@ -322,6 +322,7 @@ class Connection:
                 e.args = ("%s: it is busy (it has applied configuration %d meanwhile, %d "
                           "behind ours; the change will be applied when it gets there)"
                           % (e, cur, next_cfg - cur),)
+                e.vswitchd_busy = True
             else:
                 e.args = ("%s: it applied nothing meanwhile (is ovs-vswitchd running?)" % e,)
             raise

@@ -78,11 +78,24 @@ def helper_config(environ):
 def backend_apply(dq, config, connection=None):
     """In-process OVS backend call (root), bounded by ``ovsdb_timeout``; the
     backend logs its own warnings and verification differences.
-    ``connection``: an OVSDB connection opened ahead (``prepare``)."""
+    ``connection``: an OVSDB connection opened ahead (``prepare``).
+
+    A hook does not fail when the change is committed and ovs-vswitchd is
+    merely behind (VswitchdBusy: a mass start on a big switch, where each
+    VM's transaction makes ovs-vswitchd reconsider every port): that is a
+    warning, not an error, since nothing is known wrong and ovs-vswitchd
+    applies it when it gets there (``qos-hooks status`` verifies it later,
+    the agent on its next pass).  The ``qos-hooks apply`` command, which
+    calls the backend itself, still exits 6 then."""
+    from qos_hooks.core.errors import VswitchdBusy
     from qos_hooks.ovs import backend as ovs_backend
-    return ovs_backend.apply_domain(dq, remote=config.settings.ovsdb,
-                                    timeout=config.settings.ovsdb_timeout, verify=True,
-                                    connection=connection)
+    try:
+        return ovs_backend.apply_domain(dq, remote=config.settings.ovsdb,
+                                        timeout=config.settings.ovsdb_timeout, verify=True,
+                                        connection=connection)
+    except VswitchdBusy as e:
+        _log.get("priv").warning("not verified yet: %s", e)
+        return e.report
 
 
 def backend_clear(dq, config, logger, libvirt_leftovers=False, connection=None):

@@ -7,6 +7,7 @@ that the generated domain is valid libvirt XML.
 """
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -75,4 +76,4 @@ def test_bench_ovs_apply_runs_every_mode():
     assert "ratio libvirt / `qos-hooks apply` (whole process, 8 ports" in out, out
     assert "switch: 8 -> 12 veth ports" in out and "apply of    12 ports: own work" in out, out
     assert "concurrent: 3 after_vm_start hooks (+ helper) x 4 ports" in out, out
-    assert "(0 failed, 12 QoS rows)" in out, out
+    assert re.search(r"\(0 failed, \d+ committed but not verified in time: ovs-vswitchd behind; 12 QoS rows", out), out
