@@ -32,7 +32,9 @@ Bound: the helper exits (code 5) at most ``ovsdb_timeout`` + 1 s after it
 starts, whatever it is blocked in: a watchdog thread is armed before the
 configuration is read (without blocking: a FIFO at its path is refused) and
 before the first byte of stdin, so a caller that keeps stdin open cannot
-keep a root process alive.
+keep a root process alive.  A helper started early that had to wait for its
+request (stdin closed) gets one more such bound, counted from the request,
+for the work itself: at most 2 x (``ovsdb_timeout`` + 1 s) in all.
 
 Early start: a VDSM hook may start the helper before it knows its request
 (qos_hooks.priv.client.prestart), so that the helper's start-up overlaps the
@@ -132,6 +134,12 @@ class Prepared:
         conn, self.connection = self.connection, None
         return conn
 
+    def renew(self, timeout):
+        """A fresh OVSDB deadline for the work, counted from the request."""
+        if self.connection is not None:
+            from qos_hooks.ovs.ovsdb import Deadline
+            self.connection.deadline = Deadline(timeout)
+
     def close(self):
         if self.connection is not None:
             self.connection.close()
@@ -214,6 +222,12 @@ def main(argv=None, stdin=None, environ=None):
             if not data:
                 logger.debug("no request (stdin closed empty): nothing to do")
                 return 0
+            if prepared is not None:
+                # started early, it waited for the request (a busy host: many
+                # hooks parsing at once): the work gets a whole bound of its own
+                dog.cancel()
+                dog = _watchdog(bound, logger)
+                prepared.renew(config.settings.ovsdb_timeout)
             action, dq, options = parse_request(data)
             execute(action, dq, options, config, logger, prepared)
         finally:

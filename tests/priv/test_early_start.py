@@ -204,3 +204,20 @@ def test_a_missing_helper_is_reported_by_run_helper(tmp_path):
     with pytest.raises(BackendUnavailable, match="cannot run .*no-such-helper"):
         privclient.run_helper("apply", DomainQos(uuid=UUID, name=None), timeout=1,
                               environ=env, logger=logging.getLogger("x"))
+
+
+def test_a_late_request_gets_the_whole_bound(ovs_sandbox, tmp_path):
+    """On a busy host the hook may take a while to parse: a request that comes
+    after the OVSDB deadline of the early connection would have expired
+    still gets a whole ovsdb_timeout for its work (and the watchdog a new
+    bound), instead of failing at once."""
+    _require_root()
+    sb = ovs_sandbox
+    sb.add_tap_port("vnet0", external_ids={"attached-mac": MAC, "vm-id": UUID})
+    env = write_config(tmp_path / "qos-hooks.conf", sb.remote, timeout=1)
+    p = start_helper(env, sb.ns_argv([]))
+    wait_connected(p)
+    time.sleep(1.5)            # past the connection's 1 s deadline, within the 2 s bound
+    rc, err = finish(p, enc(request(average=1000)))
+    assert rc == 0, err
+    assert sb.vsctl_json("Port", "qos", where=["name=vnet0"])[0]["qos"], err
