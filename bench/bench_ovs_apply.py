@@ -34,6 +34,7 @@ The executables run on one interpreter (``--python``, bench/benchlib.py:
 Prints the times and the ratios (target: qos-hooks at least 20x faster).
 Needs root, ovsdb-server and ovs-vswitchd.  Usage:
 python3 bench/bench_ovs_apply.py [--ports 128] [--scale 128,512,1024] [--concurrent 64x16]
+                                 [--python PATH] [--tree DIR]
 """
 
 import argparse
@@ -52,6 +53,10 @@ from bench.benchlib import byte_compile, default_python, exec_env  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "examples", "qos-hooks.conf")
+# the checkout whose executables (``qos-hooks apply``, the hook, the helper)
+# run; --tree: e.g. a git worktree of an older commit, for a before/after
+# table (the in-process lines always use this checkout)
+TREE = REPO
 UUID = "25600000-0000-4000-8000-000000000001"
 AVG, PEAK, BURST, OUT_AVG, OUT_BURST = 1250, 2500, 256, 625, 128   # libvirt units
 
@@ -153,7 +158,7 @@ def whole_process(sb, ports, python, tag="dom", verify=True):
     with open(path, "w") as f:
         f.write(domain_xml(ports))
     t = time.monotonic()
-    p = subprocess.Popen(apply_argv(sb, path, python, verify), env=exec_env(python),
+    p = subprocess.Popen(apply_argv(sb, path, python, verify), env=exec_env(python, TREE),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = p.stderr.read()
     code, rss = _wait(p)
@@ -177,10 +182,10 @@ def concurrent(sb, procs, per, python):
     """``procs`` after_vm_start hook processes of ``per`` ports each, all
     started at once, VDSM's way (the XML in $_hook_domxml), each with its
     root helper (without sudo: it would reset the environment)."""
-    env = exec_env(python, QOS_HOOKS_CONFIG=hook_config(sb), QOS_HOOKS_VIA_HELPER="1",
-                   QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=os.path.join(REPO, "libexec",
+    env = exec_env(python, TREE, QOS_HOOKS_CONFIG=hook_config(sb), QOS_HOOKS_VIA_HELPER="1",
+                   QOS_HOOKS_SUDO="0", QOS_HOOKS_HELPER=os.path.join(TREE, "libexec",
                                                                      "qos-hooks-helper"))
-    hook = os.path.join(REPO, "hooks", "after_vm_start", "50_qos_hooks")
+    hook = os.path.join(TREE, "hooks", "after_vm_start", "50_qos_hooks")
     running = []
     t = time.monotonic()
     for k in range(procs):
@@ -220,12 +225,16 @@ def main():
     ap.add_argument("--concurrent", default="", help="PROCSxPORTS, e.g. 64x16")
     ap.add_argument("--python", help="the interpreter for the executables (default: "
                     "/usr/bin/python3 when it has lxml and ovs)")
+    ap.add_argument("--tree", help="run the executables of this checkout instead (e.g. a git "
+                    "worktree of an older commit)")
     args = ap.parse_args()
+    global TREE
+    TREE = os.path.abspath(args.tree) if args.tree else REPO
     reason = missing_requirement()
     if reason:
         sys.exit("bench_ovs_apply: %s" % reason)
     python = args.python or default_python()
-    byte_compile(python)
+    byte_compile(python, TREE)
     n = args.ports
     sizes = sorted(int(x) for x in args.scale.split(",") if x)
     procs, per = (int(x) for x in args.concurrent.split("x")) if args.concurrent else (0, 0)

@@ -8,9 +8,11 @@ machine kind, twice on the VDSM OVS path (hook and helper), with nobody
 waiting for anything but the exit code (bench/bench_hooks.py).
 ``exit_now`` flushes and calls ``os._exit``.
 
-Only for executables (hooks, helper): nothing of qos-hooks registers atexit
-work, and the ``ovs`` library's exit hooks remove files that only daemons
-and unixctl servers create.
+Only for executables (hooks, helper, the ``qos-hooks`` command): nothing of
+qos-hooks registers atexit work, and the ``ovs`` library's exit hooks remove
+files that only daemons and unixctl servers create.  Under a profiler,
+debugger or coverage tool (``python -m cProfile``, ``coverage run``), which
+write their data at exit, it is an ordinary ``sys.exit``.
 """
 
 import os
@@ -32,6 +34,9 @@ def exit_now(code):
         except Exception:  # a broken handler must not keep us here
             pass
     code = 1 if code is None else int(code)
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        # a profiler, debugger or coverage tool writes its data at exit
+        sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
