@@ -176,14 +176,21 @@ def _exec_set_inbound(conn, txn, op):
     qos.external_ids = tags
     _set_ref(port, "qos", qos)
     for u in op.supersedes:
-        row = conn.row("QoS", u)
-        if row is not None:
-            row.verify("external_ids")
-            row.delete()
-    for u in op.superseded_queues:
-        row = conn.row("Queue", u)
-        if row is not None:
-            row.delete()
+        _delete_rows(conn, u, ())
+    _delete_rows(conn, None, op.superseded_queues)
+
+
+def _delete_rows(conn, qos_uuid, queue_uuids):
+    """Delete a QoS row (its ``external_ids`` verified: ownership was decided
+    on them) and Queue rows, those still there."""
+    row = conn.row("QoS", qos_uuid) if qos_uuid else None
+    if row is not None:
+        row.verify("external_ids")
+        row.delete()
+    for u in queue_uuids:
+        q = conn.row("Queue", u)
+        if q is not None:
+            q.delete()
 
 
 def _exec_set_policing(conn, txn, op):
@@ -209,14 +216,7 @@ def _exec_destroy_qos(conn, txn, op):
             port.verify("qos")
             if port.qos and str(port.qos[0].uuid) == op.qos_uuid:
                 _set_ref(port, "qos", None)
-    row = conn.row("QoS", op.qos_uuid)
-    if row is not None:
-        row.verify("external_ids")
-        row.delete()
-    for u in op.queue_uuids:
-        q = conn.row("Queue", u)
-        if q is not None:
-            q.delete()
+    _delete_rows(conn, op.qos_uuid, op.queue_uuids)
 
 
 def _exec_destroy_queue(conn, txn, op):
