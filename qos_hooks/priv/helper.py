@@ -86,8 +86,7 @@ def backend_apply(dq, config, connection=None):
     merely behind (VswitchdBusy: a mass start on a big switch, where each
     VM's transaction makes ovs-vswitchd reconsider every port): that is a
     warning, not an error, since nothing is known wrong and ovs-vswitchd
-    applies it when it gets there (``qos-hooks status`` verifies it later,
-    the agent on its next pass).  The ``qos-hooks apply`` command, which
+    applies it when it gets there (``qos-hooks status`` verifies it later).  The ``qos-hooks apply`` command, which
     calls the backend itself, still exits 6 then."""
     from qos_hooks.core.errors import VswitchdBusy
     from qos_hooks.ovs import backend as ovs_backend

@@ -221,3 +221,22 @@ def test_a_late_request_gets_the_whole_bound(ovs_sandbox, tmp_path):
     rc, err = finish(p, enc(request(average=1000)))
     assert rc == 0, err
     assert sb.vsctl_json("Port", "qos", where=["name=vnet0"])[0]["qos"], err
+
+
+def test_releasing_a_helper_that_will_not_exit_kills_it(tmp_path):
+    """An unused early helper that ignores its closed stdin is killed (its
+    whole process group) after RELEASE_WAIT, not waited on for ever."""
+    script = tmp_path / "stuck-helper"
+    script.write_text("#!/bin/sh\nexec sleep 300\n")
+    script.chmod(0o755)
+    ovs = tmp_path / "ovs.xml"
+    ovs.write_text("openvswitch")
+    env = {"QOS_HOOKS_HELPER": str(script), "QOS_HOOKS_SUDO": "0", "QOS_HOOKS_VIA_HELPER": "1",
+           "_hook_domxml": str(ovs)}
+    early = privclient.prestart(env)
+    t0 = time.monotonic()
+    early.release()
+    took = time.monotonic() - t0
+    assert privclient.RELEASE_WAIT <= took < privclient.RELEASE_WAIT + 5, took
+    assert early.proc.returncode is not None and early.proc.returncode < 0   # killed
+    assert not os.path.exists("/proc/%d" % early.proc.pid)

@@ -1,6 +1,8 @@
 """The OVS benchmarks still run (no timing asserted: the figures depend on the machine)."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -75,15 +77,38 @@ def test_committed_mapping_plot_is_shown_and_small():
 
 
 def test_apply_bench_runs_on_a_few_ports():
+    """A small bench/bench_ovs_apply.py: whole process, in process, scale
+    steps that grow the switch, and concurrent real after_vm_start hooks
+    with their helpers, all applying every port (the bench asserts the row
+    counts itself)."""
     require()
     p = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "bench_ovs_apply.py"),
-                        "--ports", "4", "--scale", "2,3", "--concurrent", "2x2"],
+                        "--ports", "4", "--scale", "4,6", "--concurrent", "2x4"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "ratio libvirt / `qos-hooks apply` (whole process, 4 ports, shipped config)" in p.stdout
-    assert "ratio libvirt / qos-hooks in-process" in p.stdout
-    assert "(0 fatal differences" in p.stdout
-    assert "scale: qos-hooks apply of     3 ports" in p.stdout
-    assert "concurrent: 2 qos-hooks apply processes x 2 ports" in p.stdout
-    assert "(0 failed)" in p.stdout
+    out = p.stdout
+    assert "ratio libvirt / `qos-hooks apply` (whole process, 4 ports, shipped config)" in out
+    assert "ratio libvirt / qos-hooks in-process" in out
+    assert "(0 fatal differences" in out
+    assert "switch: 4 -> 6 veth ports" in out, out
+    assert "scale: qos-hooks apply of     6 ports: own work" in out, out
+    assert "concurrent: 2 after_vm_start hooks (+ helper) x 4 ports" in out, out
+    assert re.search(r"\(0 failed, \d+ committed but not verified in time: ovs-vswitchd "
+                     r"behind; 8 QoS rows", out), out
+
+
+def test_hooks_bench_times_every_hook_the_way_vdsm_and_libvirt_run_them():
+    """One run of bench/bench_hooks.py: every hook row is timed (none
+    skipped) against its parse-only baseline, on one interpreter."""
+    require()
+    p = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "bench_hooks.py"),
+                        "--runs", "1", "--json"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=600)
+    assert p.returncode == 0, p.stderr.decode()
+    rows = {r["hook"]: r for r in json.loads(p.stdout)}
+    for point in ("before_vm_start", "after_vm_start", "after_vm_migrate_destination",
+                  "after_nic_hotplug", "after_update_device", "qemu started", "qemu release",
+                  "qemu migrate"):
+        assert rows[point]["median_ms"] > 0 and rows[point]["ratio"] > 0, rows[point]
+    assert not [r for r in rows.values() if "skipped" in r], rows
