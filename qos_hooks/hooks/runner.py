@@ -156,6 +156,11 @@ def ovs_for_doc(doc, action, config, environ, logger, vm_id=None, early=None):
         raise QosHooksError("no domain UUID in the XML and no $vmId")
     logger.info("%s OVS QoS for %d interface(s): %s", action, len(dq.interfaces),
                 ", ".join(i.label for i in dq.interfaces))
+    if not privclient.use_helper(environ):
+        # in process (root): this hook reaches only the configured remote
+        # (no ssl module unless it is ssl:, ovsdb.load_library)
+        from qos_hooks.ovs import backend as ovs_backend
+        ovs_backend.load_library(config.settings.ovsdb)
     if action == "apply":
         privclient.ovs_apply(dq, config, environ, logger, early=early)
     else:

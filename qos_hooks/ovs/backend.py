@@ -268,11 +268,11 @@ def _connect(remote, deadline, connection=None):
     return ovsdb.Connection(remote, deadline)
 
 
-def load_library():
+def load_library(only_remote=None):
     """Import the ``ovs`` library now (the root helper does it while it
-    waits for its request)."""
+    waits for its request); ``only_remote``: see ovsdb.load_library."""
     from qos_hooks.ovs import ovsdb
-    ovsdb.load_library()
+    ovsdb.load_library(only_remote)
 
 
 def connect(remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT):

@@ -20,6 +20,7 @@
 
 import errno
 import os
+import sys
 import time
 import uuid as _uuid
 
@@ -55,9 +56,20 @@ class Deadline:
         return int(self.remaining() * 1000)
 
 
-def load_library():
+def load_library(only_remote=None):
     """Import the ``ovs`` library (and set it up) now rather than at the first
-    connection (the root helper does it while waiting for its request)."""
+    connection (the root helper does it while waiting for its request).
+
+    ``only_remote``: the one remote this (short-lived) process will ever
+    reach.  Unless it is an ``ssl:`` remote, Python is told there is no
+    ``ssl`` module before ``ovs`` is imported: ovs imports ssl (and with it
+    OpenSSL) only to offer ``ssl:`` remotes and carries on without it
+    (``try: import ssl / except ImportError``), and that import is 4-6 ms of
+    every OVS hook's critical path (bench/bench_hooks.py).  Nothing else in
+    such a process uses ssl; a process that already imported it keeps it."""
+    if only_remote is not None and not only_remote.startswith(("ssl:", "pssl:")) \
+            and "ssl" not in sys.modules:
+        sys.modules["ssl"] = None
     _ovs()
 
 

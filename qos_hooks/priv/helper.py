@@ -152,7 +152,7 @@ def prepare(config, stream):
     if not _waiting(stream):
         return None
     from qos_hooks.ovs import backend as ovs_backend
-    ovs_backend.load_library()
+    ovs_backend.load_library(config.settings.ovsdb)
     if not _waiting(stream):
         return None
     try:
@@ -164,6 +164,8 @@ def prepare(config, stream):
 
 def execute(action, dq, options, config, logger, prepared=None):
     """Run the request against the OVS backend (root only)."""
+    from qos_hooks.ovs import backend as ovs_backend
+    ovs_backend.load_library(config.settings.ovsdb)   # the helper reaches this remote only
     conn = prepared.take() if prepared is not None else None
     if action == "apply":
         result = backend_apply(dq, config, connection=conn)

@@ -240,3 +240,19 @@ def test_releasing_a_helper_that_will_not_exit_kills_it(tmp_path):
     assert privclient.RELEASE_WAIT <= took < privclient.RELEASE_WAIT + 5, took
     assert early.proc.returncode is not None and early.proc.returncode < 0   # killed
     assert not os.path.exists("/proc/%d" % early.proc.pid)
+
+
+@pytest.mark.parametrize("remote,has_ssl", [("unix:/run/openvswitch/db.sock", False),
+                                            ("tcp:127.0.0.1:6640", False),
+                                            ("ssl:127.0.0.1:6640", True)])
+def test_ssl_is_kept_out_only_for_a_non_ssl_remote(remote, has_ssl):
+    import sys
+    code = ("import sys\nfrom qos_hooks.ovs import ovsdb\novsdb.load_library(%r)\n"
+            "import ovs.stream\n"
+            "try:\n    import ssl\n    print('ssl')\nexcept ImportError:\n    print('none')\n"
+            % remote)
+    p = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == ("ssl" if has_ssl else "none")

@@ -310,7 +310,9 @@ def test_helper_through_real_sudo(tmp_path, unreachable_config):
 def test_helper_apply_imports_only_what_apply_needs(ovs_sandbox, tmp_path):
     """One real apply by the helper (root), in the switch's namespace: it
     succeeds and never loads pyroute2 (the kernel read-back uses
-    kernel.rtnl), lxml, libvirt, asyncio or dataclasses."""
+    kernel.rtnl), lxml, libvirt, asyncio, dataclasses, subprocess, or ssl
+    (its remote is unix:, ovsdb.load_library; an import that was refused
+    leaves None in sys.modules)."""
     sb = ovs_sandbox
     sb.add_port("vnet0", isolated=False, external_ids={"attached-mac": "52:54:00:6b:1f:01"})
     conf = tmp_path / "qos-hooks.conf"
@@ -318,8 +320,9 @@ def test_helper_apply_imports_only_what_apply_needs(ovs_sandbox, tmp_path):
     code = ("import sys\n"
             "from qos_hooks.priv.helper import main\n"
             "rc = main([])\n"
-            "bad = [m for m in ('pyroute2', 'lxml', 'libvirt', 'asyncio', 'dataclasses')"
-            " if m in sys.modules]\n"
+            "bad = [m for m in ('pyroute2', 'lxml', 'libvirt', 'asyncio', 'dataclasses', 'ssl',"
+            " 'subprocess')"
+            " if sys.modules.get(m) is not None]\n"
             "print(' '.join(bad))\n"
             "sys.exit(rc)\n")
     env = dict(os.environ, QOS_HOOKS_CONFIG=str(conf), PYTHONPATH=REPO)
