@@ -91,11 +91,18 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
     from qos_hooks.core.errors import QosHooksError
     source = "<stdin: %s %s>" % (domain, op)
     # read stdin first, so that a failure anywhere later can still pass the
-    # original XML on (the next qemu.d script reads this one's output)
+    # original XML on (the next qemu.d script reads this one's output).
+    # Bounded from the first byte: libvirtd writes the XML and closes stdin,
+    # but it waits for its hooks, so a stdin that stays open must not hold
+    # it for ever (the default bound: the config is not read yet)
+    reading = hookbase.start_watchdog("qemu." + op, None, logger, HOOK_MARGIN,
+                                      DEFAULT_ON_ERROR)
     try:
         data, read_error = read_limited(stdin, source), None
     except QosHooksError as e:
         data, read_error = None, e
+    finally:
+        reading.cancel()
 
     def handle(config):
         if read_error is not None:

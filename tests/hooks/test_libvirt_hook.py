@@ -154,3 +154,31 @@ def test_started_applies_and_release_clears_including_libvirt_leftovers(ovs_sand
     rc, _, err = libvirt_run("release", live, env, sub="end", prefix=prefix)
     assert rc == 0, err
     assert (len(sb.vsctl_json("QoS")), len(sb.vsctl_json("Queue"))) == (0, 0)
+
+
+@pytest.mark.parametrize("op,code", [("started", 0), ("migrate", 1)])
+def test_a_stdin_that_stays_open_is_bounded(env_for, op, code):
+    """libvirtd waits for its hooks: a stdin that never closes (half an XML,
+    then nothing) must not hold it.  The hook's watchdog is armed before the
+    first byte is read (the default bound, 5 s + HOOK_MARGIN, as the config
+    is not read yet) and exits by the failure policy: started carries on
+    (0), migrate fails (1); nothing on stdout."""
+    import time
+    p = subprocess.Popen([HOOK, "web01", op, "begin", "-"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_for())
+    try:
+        p.stdin.write(domain_xml(iface_xml(MAC0)).encode()[:100])
+        p.stdin.flush()
+        t0 = time.monotonic()
+        rc = p.wait(timeout=60)      # a safety net, not the bound under test
+        took = time.monotonic() - t0
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise AssertionError("the hook was still reading stdin after 60 s")
+    finally:
+        p.stdin.close()
+    err = p.stderr.read().decode()
+    assert rc == code, err
+    assert "qemu.%s exceeded its bound of 8.0s" % op in err
+    assert took < 30 and p.stdout.read() == b""
