@@ -53,13 +53,13 @@ nothing: libvirt goes on with the XML as it was.
 import os
 import sys
 
-from qos_hooks.hooks import runner as hookbase
+from qos_hooks.hooks import runner
 from qos_hooks.core import log as _log
 from qos_hooks.core import policy
 from qos_hooks.hooks.runner import FAIL
 
 # Slack on top of ovsdb_timeout: a qemu hook never runs longer than
-# ovsdb_timeout + HOOK_MARGIN seconds (hookbase.start_watchdog).
+# ovsdb_timeout + HOOK_MARGIN seconds (runner.start_watchdog).
 HOOK_MARGIN = 3.0
 
 APPLY_OPS = ("started", "reconnect")
@@ -95,7 +95,7 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
     # Bounded from the first byte: libvirtd writes the XML and closes stdin,
     # but it waits for its hooks, so a stdin that stays open must not hold
     # it for ever (the default bound: the config is not read yet)
-    reading = hookbase.start_watchdog("qemu." + op, None, logger, HOOK_MARGIN,
+    reading = runner.start_watchdog("qemu." + op, None, logger, HOOK_MARGIN,
                                       DEFAULT_ON_ERROR)
     try:
         data, read_error = read_limited(stdin, source), None
@@ -109,7 +109,7 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
             raise read_error
         doc = DomainDoc(data, source)
         if op in REWRITE_OPS:
-            hookbase.rewrite_logged(doc, config, policy.Selection(), logger)
+            runner.rewrite_logged(doc, config, policy.Selection(), logger)
             out = doc.serialize()
             if out == data:
                 # nothing changed: print nothing, so libvirt keeps its XML
@@ -119,11 +119,11 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
             stdout.write(out)
             stdout.flush()
             return 0
-        return hookbase.ovs_for_doc(doc, "apply" if op in APPLY_OPS else "clear",
+        return runner.ovs_for_doc(doc, "apply" if op in APPLY_OPS else "clear",
                                     config, env, logger)
 
     # A failure with on_error=continue prints nothing at migrate/restore
     # either: libvirt (and the next qemu.d script) carry on with the XML as it
     # was, and the domain is not tainted.
-    return hookbase.run("qemu." + op, handle, environ=env, logger=logger,
+    return runner.run("qemu." + op, handle, environ=env, logger=logger,
                         defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN)

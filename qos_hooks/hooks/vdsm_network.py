@@ -22,7 +22,7 @@ networks that change, ``json.dumps``, written atomically
 import json
 import os
 
-from qos_hooks.hooks import runner as hookbase
+from qos_hooks.hooks import runner
 from qos_hooks.core import log as _log
 from qos_hooks.core.errors import ApplyError, InputError, QosHooksError
 from qos_hooks.hostnet.decisions import _uplink, _vlan, decide, is_ovs
@@ -74,7 +74,7 @@ def edit_request(data, decisions):
 
 
 def _write_hook_json(path, data):
-    hookbase.replace_hook_file(path, json.dumps(data).encode("utf-8"))
+    runner.replace_hook_file(path, json.dumps(data).encode("utf-8"))
 
 
 # -- hook handlers --------------------------------------------------------------------
@@ -285,6 +285,6 @@ def vdsm_main(hook_point, environ=None):
         # on_error=continue: carry on WITHOUT the host QoS that failed validation
         if code == 0 and hook_point == HOOK_BEFORE and loaded.get("config") is not None:
             drop_unvalidated_host_qos(env, loaded["config"], logger)
-    return hookbase.run(hook_point, handler, environ=env, logger=logger,
+    return runner.run(hook_point, handler, environ=env, logger=logger,
                         defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure,
                         fail_exit=FAIL_EXIT)

@@ -18,7 +18,7 @@ libvirt backends are imported only by the hook points that use them.
 import os
 import sys
 
-from qos_hooks.hooks import runner as hookbase
+from qos_hooks.hooks import runner
 from qos_hooks.core import log as _log
 from qos_hooks.core import policy
 from qos_hooks.core.errors import QosHooksError
@@ -84,9 +84,9 @@ def _read_doc(env, allow_interface=False):
 
 
 def _rewrite_file(path, doc, config, selection, logger):
-    hookbase.rewrite_logged(doc, config, selection, logger)
+    runner.rewrite_logged(doc, config, selection, logger)
     if doc.changed:
-        hookbase.replace_hook_file(path, doc.serialize())
+        runner.replace_hook_file(path, doc.serialize())
     return 0
 
 
@@ -116,7 +116,7 @@ def _ovs(env, config, logger, action, allow_interface, early):
     """Apply or clear the OVS QoS of the OVS-attached interfaces in the XML
     (``early``: the root helper the executable started first, or None)."""
     _, doc = _read_doc(env, allow_interface=allow_interface)
-    return hookbase.ovs_for_doc(doc, action, config, env, logger, vm_id=env.get("vmId"),
+    return runner.ovs_for_doc(doc, action, config, env, logger, vm_id=env.get("vmId"),
                                 early=early)
 
 
@@ -159,7 +159,7 @@ def drop_unvalidated_qos(env, logger):
             doc = DomainDoc(read_limited(f, path), path, allow_interface=True)
         removed = doc.remove_bandwidth()
         if removed:
-            hookbase.replace_hook_file(path, doc.serialize())
+            runner.replace_hook_file(path, doc.serialize())
     except (OSError, TypeError, QosHooksError) as e:
         logger.error("on_error=continue: could not remove the unvalidated QoS from %s: %s; "
                      "the file goes on unchanged", path, e)
@@ -195,7 +195,7 @@ def vdsm_main(hook_point, environ=None, early=None):
         if code == 0 and hook_point in VALIDATING:
             drop_unvalidated_qos(env, logger)
     try:
-        return hookbase.run(hook_point,
+        return runner.run(hook_point,
                             lambda config: HANDLERS[hook_point](env, config, logger, early=early),
                             environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
                             margin=HOOK_MARGIN, on_failure=on_failure, fail_exit=FAIL_EXIT)
