@@ -90,10 +90,17 @@ def main(args):
     try:
         info = check_file(args.config)
     except ConfigError as e:
+        every = (e,) + tuple(e.more)
         if args.json:
-            sys.stdout.write(json.dumps(error_dict(path, e), sort_keys=True) + "\n")
+            d = error_dict(path, e)
+            d["errors"] = [error_dict(path, x) for x in every]
+            sys.stdout.write(json.dumps(d, sort_keys=True) + "\n")
         else:
-            sys.stderr.write("qos-hooks check: INVALID: %s\n" % e)
+            for x in every:
+                sys.stderr.write("qos-hooks check: INVALID: %s\n" % x)
+            if len(every) > 1:
+                sys.stderr.write("qos-hooks check: %d problems (the first of each section)\n"
+                                 % len(every))
         return EXIT_CONFIG
     if args.json:
         sys.stdout.write(json.dumps(info, sort_keys=True) + "\n")

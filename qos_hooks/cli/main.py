@@ -319,7 +319,8 @@ COMMANDS = (
      "cannot read makes every hook point with on_error=fail fail (by default every VM "
      "start, NIC hotplug, vNIC update and setupNetworks), so run this before swapping a "
      "new policy in. Exit 0 when valid, 3 with FILE:LINE: profile, key, value and the "
-     "allowed range when not.", _args_check),
+     "allowed range when not: one line for each section's first problem, all in one run.",
+     _args_check),
     ("agent", "qos_hooks.agent.daemon:main",
      "keep every VM's QoS true between hook calls (optional daemon)",
      "Watch libvirt domain events and OVSDB; re-apply QoS after a NIC hotplug, a "

@@ -53,6 +53,9 @@ class ConfigError(QosHooksError, ValueError):
     """
 
     exit_code = EXIT_CONFIG
+    # further problems found in the same file (policy.parse_config checks
+    # every section; qos-hooks check lists them all)
+    more = ()
 
     def __init__(self, message, *, path=None, line=None, profile=None, key=None,
                  value=None, allowed=None):

@@ -744,56 +744,86 @@ _SETTINGS_KEYS = ("default_profile", "ovsdb", "ovsdb_timeout", "clean_libvirt_le
 
 
 def parse_config(text, path="<string>"):
-    """Parse and validate a whole config file; raise ConfigError on any problem."""
+    """Parse and validate a whole config file; raise ConfigError on any problem.
+
+    Every section is checked even after one fails, so that ``qos-hooks
+    check`` can list every section's first problem at once: the raised
+    error is the first one, and its ``more`` holds the others (checks that
+    would only repeat a failed section's problem, like a default_profile
+    naming it, are left out)."""
     sections, lines = read_ini(text, path)
     loc = _Located(path, lines)
     profiles = {}
     profile_sections = {}
     rules = []
     settings = Settings()
+    problems, failed = [], set()
     for section, items in sections:
-        if section == "settings":
-            settings = _parse_settings(loc, section, items)
-            continue
-        m = _PROFILE_RE.match(section)
-        if not m and section.split()[0] == "profile" and len(section.split()) > 2 \
-                and section.split()[2] != "disk":
-            words = section.split()
-            raise loc.error(section, None, None,
-                            "[%s]: a profile name cannot contain spaces (this reads as profile "
-                            "%r followed by %r); write [profile %s]"
-                            % (section, words[1], " ".join(words[2:]), "_".join(words[1:])),
-                            "[profile NAME] with NAME of letters, digits, '_', '.', '-'; "
-                            "[profile NAME disk bus=BUS]; [profile NAME disk target=GLOB]")
-        if not m:
-            raise loc.error(section, None, None, "unknown section [%s]" % section,
-                            "[settings], [profile NAME], [profile NAME disk bus=BUS], "
-                            "[profile NAME disk target=GLOB]")
-        name = m.group("name")
-        if m.group("sel"):
-            rules.append((name, section, _parse_disk_rule(loc, section, name, items,
-                                                          m.group("sel"), m.group("val"))))
-            continue
-        if name in profiles:
-            raise loc.error(section, None, None, "profile %r is defined twice" % name,
-                            "one [profile %s] section" % name, name)
-        profiles[name] = _parse_profile(loc, section, name, items)
-        profile_sections[name] = section
+        try:
+            settings = _parse_section(loc, section, items, settings, profiles,
+                                      profile_sections, rules)
+        except ConfigError as e:
+            problems.append(e)
+            m = _PROFILE_RE.match(section)
+            failed.add(m.group("name") if m else section.split()[-1])
     for name, section, rule in rules:
+        if name in failed:
+            continue
         if name not in profiles:
-            raise loc.error(section, None, None,
-                            "disk rule for profile %r, which has no [profile %s] section"
-                            % (name, name), ", ".join(sorted(profiles)) or "none", name)
+            problems.append(loc.error(
+                section, None, None, "disk rule for profile %r, which has no [profile %s] "
+                "section" % (name, name), ", ".join(sorted(profiles)) or "none", name))
+            continue
         p = profiles[name]
         profiles[name] = replace(p, disk_rules=p.disk_rules + (rule,))
     for name, p in profiles.items():
-        _check_groups(loc, p, [(p.iotune, profile_sections[name])] + [
-            (rule.iotune, section) for n, section, rule in rules if n == name])
-    if settings.default_profile and settings.default_profile not in profiles:
-        raise loc.error("settings", "default_profile", settings.default_profile,
-                        "names a profile that does not exist",
-                        ", ".join(sorted(profiles)) or "none")
+        try:
+            _check_groups(loc, p, [(p.iotune, profile_sections[name])] + [
+                (rule.iotune, section) for n, section, rule in rules if n == name])
+        except ConfigError as e:
+            problems.append(e)
+    if settings.default_profile and settings.default_profile not in profiles \
+            and settings.default_profile not in failed:
+        problems.append(loc.error("settings", "default_profile", settings.default_profile,
+                                  "names a profile that does not exist",
+                                  ", ".join(sorted(profiles)) or "none"))
+    if problems:
+        first = problems[0]
+        first.more = tuple(problems[1:])
+        raise first
     return Config(path=path, settings=settings, profiles=profiles)
+
+
+def _parse_section(loc, section, items, settings, profiles, profile_sections, rules):
+    """One section of parse_config: fills ``profiles``/``rules``; returns the
+    settings (new ones for [settings])."""
+    if section == "settings":
+        return _parse_settings(loc, section, items)
+    m = _PROFILE_RE.match(section)
+    if not m and section.split()[0] == "profile" and len(section.split()) > 2 \
+            and section.split()[2] != "disk":
+        words = section.split()
+        raise loc.error(section, None, None,
+                        "[%s]: a profile name cannot contain spaces (this reads as profile "
+                        "%r followed by %r); write [profile %s]"
+                        % (section, words[1], " ".join(words[2:]), "_".join(words[1:])),
+                        "[profile NAME] with NAME of letters, digits, '_', '.', '-'; "
+                        "[profile NAME disk bus=BUS]; [profile NAME disk target=GLOB]")
+    if not m:
+        raise loc.error(section, None, None, "unknown section [%s]" % section,
+                        "[settings], [profile NAME], [profile NAME disk bus=BUS], "
+                        "[profile NAME disk target=GLOB]")
+    name = m.group("name")
+    if m.group("sel"):
+        rules.append((name, section, _parse_disk_rule(loc, section, name, items,
+                                                      m.group("sel"), m.group("val"))))
+        return settings
+    if name in profiles:
+        raise loc.error(section, None, None, "profile %r is defined twice" % name,
+                        "one [profile %s] section" % name, name)
+    profiles[name] = _parse_profile(loc, section, name, items)
+    profile_sections[name] = section
+    return settings
 
 
 def _check_groups(loc, profile, sections):

@@ -177,3 +177,46 @@ def test_rpm_post_checks_the_installed_config(tmp_path, valid):
     else:
         assert "WARNING: %s is INVALID" % conf in r.stderr
         assert "%s:6: profile 'gold', key 'inbound.average'" % conf in r.stderr
+
+
+THREE_BAD = """\
+[settings]
+default_profile = gold
+ovsdb_timeout = 0
+
+[profile gold]
+inbound.average = 1000
+inbound.peak = 10
+
+[profile silver]
+inbound.average = 250
+
+[profile bronze]
+outbound.floor = 5
+"""
+
+
+def test_every_bad_section_is_listed_at_once(tmp_path):
+    """One run names each section's problem (file:line, key), not only the
+    first: an operator fixes the file in one pass.  default_profile names
+    the broken profile gold, but that is not reported again.  The hooks
+    still fail on the first problem, with the same message."""
+    r, conf = check(tmp_path, THREE_BAD)
+    assert r.returncode == 3
+    lines = [ln for ln in r.stderr.splitlines() if "INVALID" in ln]
+    assert len(lines) == 3, r.stderr
+    assert lines[0].startswith("qos-hooks check: INVALID: %s:3: " % conf)
+    assert "ovsdb_timeout" in lines[0]
+    assert ("%s:7: " % conf) in lines[1] and "inbound.peak" in lines[1]
+    assert ("%s:13: " % conf) in lines[2] and "outbound.floor" in lines[2]
+    assert "3 problems (the first of each section)" in r.stderr
+    assert "default_profile" not in r.stderr.split("\n", 1)[1]
+    r, _ = check(tmp_path, THREE_BAD, "--json")
+    d = json.loads(r.stdout)
+    assert [e["line"] for e in d["errors"]] == [3, 7, 13]
+    assert d["line"] == 3 and d["ok"] is False
+    from qos_hooks.core import policy
+    from qos_hooks.core.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        policy.parse_config(THREE_BAD, "x.conf")
+    assert str(e.value).startswith("x.conf:3: ") and len(e.value.more) == 2
