@@ -46,6 +46,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench.benchlib import stop_on_sigterm  # noqa: E402
 from bench_ovs_apply import mac  # noqa: E402
 from qos_hooks.agent import reconcile as agent_reconcile  # noqa: E402
 from qos_hooks.core.desired import DomainQos, InterfaceQos  # noqa: E402
@@ -272,6 +273,7 @@ def main():
     ap.add_argument("--skip-real", action="store_true", help="only the sandbox part")
     ap.add_argument("--skip-sandbox", action="store_true", help="only the real-stack part")
     args = ap.parse_args()
+    stop_on_sigterm()
     if os.geteuid() != 0:
         raise SystemExit("bench_agent: needs root")
     if not args.skip_sandbox:

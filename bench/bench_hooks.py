@@ -49,7 +49,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.benchlib import byte_compile, default_python, python_path_env  # noqa: E402
+from bench.benchlib import (byte_compile, default_python, python_path_env,  # noqa: E402
+                            stop_on_sigterm)
 
 # the checkout whose executables are timed (--tree: e.g. a git worktree of an
 # older commit, for a before/after table from one machine and one session)
@@ -271,6 +272,7 @@ def main(argv=None):
     ap.add_argument("--tree", help="time the executables of this checkout instead (e.g. a "
                     "git worktree of an older commit); the sandbox comes from this one")
     args = ap.parse_args(argv)
+    stop_on_sigterm()
     python = args.python or default_python()
     python_path_env(python)
     global TREE

@@ -52,6 +52,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.benchlib import stop_on_sigterm  # noqa: E402
 from tests.ovs_sandbox import OvsSandbox, missing_requirement  # noqa: E402
 from tests.vdsm_runner import JSON, run_hook_dir  # noqa: E402
 
@@ -202,6 +203,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-fail", action="store_true")
     args = ap.parse_args(argv)
+    stop_on_sigterm()
     why = missing_requirement() or (None if shutil.which("iperf3") else "needs iperf3")
     if why:
         print("bench_hostnet: cannot run: %s" % why, file=sys.stderr)

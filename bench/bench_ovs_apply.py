@@ -49,7 +49,7 @@ from qos_hooks.ovs import backend as ovs_backend  # noqa: E402
 from qos_hooks.core.desired import DomainQos, InterfaceQos  # noqa: E402
 from qos_hooks.core.policy import Bandwidth, Rate  # noqa: E402
 from tests.ovs_sandbox import OvsSandbox, missing_requirement  # noqa: E402
-from bench.benchlib import byte_compile, default_python, exec_env  # noqa: E402
+from bench.benchlib import byte_compile, default_python, exec_env, stop_on_sigterm  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "examples", "qos-hooks.conf")
@@ -228,6 +228,7 @@ def main():
     ap.add_argument("--tree", help="run the executables of this checkout instead (e.g. a git "
                     "worktree of an older commit)")
     args = ap.parse_args()
+    stop_on_sigterm()
     global TREE
     TREE = os.path.abspath(args.tree) if args.tree else REPO
     reason = missing_requirement()

@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from qos_hooks.ovs import backend as ovs_backend  # noqa: E402
 from qos_hooks.core.desired import DomainQos, InterfaceQos  # noqa: E402
 from qos_hooks.core.policy import Bandwidth, Rate  # noqa: E402
+from bench.benchlib import stop_on_sigterm  # noqa: E402
 from tests.ovs_sandbox import OvsSandbox, missing_requirement  # noqa: E402
 
 VM_IP, REMOTE_IP = "10.77.0.2", "10.77.0.3"
@@ -220,6 +221,7 @@ def main():
     ap.add_argument("--plot", metavar="FILE.png",
                     help="draw the rate-over-time curves at the first average of --rates")
     args = ap.parse_args()
+    stop_on_sigterm()
     if args.plot:
         __import__("matplotlib")      # fail before two minutes of measuring
     curves = {}

@@ -47,3 +47,14 @@ def exec_env(python, tree=ROOT, **extra):
     """The environment the executables under test run in."""
     return dict(os.environ, PATH=python_path_env(python),
                 PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
+
+
+def stop_on_sigterm():
+    """SIGTERM (``kill``, ``timeout``) ends a bench like Ctrl-C does: as an
+    exception, so its ``with OvsSandbox()`` / ``finally`` stop the switch,
+    the namespaces and libvirtd instead of leaving them running."""
+    import signal
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, _exit)

@@ -112,3 +112,45 @@ def test_hooks_bench_times_every_hook_the_way_vdsm_and_libvirt_run_them():
                   "qemu migrate"):
         assert rows[point]["median_ms"] > 0 and rows[point]["ratio"] > 0, rows[point]
     assert not [r for r in rows.values() if "skipped" in r], rows
+
+
+def _leftovers(prefix):
+    procs = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if ("/tmp/%s-" % prefix).encode() in f.read():
+                        procs.append(int(pid))
+            except OSError:
+                continue
+    netns = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                           universal_newlines=True).stdout
+    return procs, [ln.split()[0] for ln in netns.splitlines() if ln.startswith(prefix + "-")]
+
+
+def test_a_killed_bench_leaves_no_switch_behind():
+    """``kill`` (SIGTERM) in the middle of bench_ovs_apply: its sandbox switch
+    (ovsdb-server, ovs-vswitchd, namespace) is stopped, as after Ctrl-C.  A
+    bench killed this way used to leave a 1024-port vswitchd running, and
+    busy, under every later measurement."""
+    require()
+    import signal
+    import time
+    assert _leftovers("qh3a") == ([], []), "a qh3a sandbox is already running"
+    p = subprocess.Popen([sys.executable, os.path.join(BENCH_DIR, "bench_ovs_apply.py"),
+                          "--ports", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True)
+    try:
+        line = p.stdout.readline()          # the switch is up and has its ports
+        assert line.startswith("switch: 0 -> 64 veth ports"), (line, p.stderr.read())
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    end = time.monotonic() + 30
+    while _leftovers("qh3a") != ([], []) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert _leftovers("qh3a") == ([], [])
