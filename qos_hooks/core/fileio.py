@@ -13,7 +13,12 @@ full, quota, I/O error) the temporary file is removed and ``path`` is
 untouched; a SIGKILL before the rename leaves ``path`` untouched too (and at
 worst a stray ``.qos-hooks-*`` temporary file in ``tmp_dir``).
 
-No project imports: cheap enough for before_vm_start.
+``read_regular`` is the one way it reads a file someone else may have put
+there (the policy file, the hook's data file before the watchdog runs):
+never blocking on a FIFO or device, never reading more than asked.
+
+No project imports: cheap enough for before_vm_start (and for a hook
+executable's very first lines).
 """
 
 import os
@@ -87,3 +92,36 @@ def _fsync_dir(d):
         pass
     finally:
         os.close(dfd)
+
+
+class NotRegularFile(Exception):
+    """``read_regular``: a FIFO, socket, device or directory at the path."""
+
+
+def read_regular(path, limit, check=None):
+    """The first ``limit`` + 1 bytes (at most) of the regular file ``path``,
+    read without ever blocking: opened O_NONBLOCK, and the open descriptor's
+    fstat is checked before a single read, so a FIFO, socket, device or
+    directory raises NotRegularFile (open(2) of a FIFO with no writer would
+    otherwise wait for one).  ``check(stat_result)`` runs on that fstat
+    before the read and may raise.  One byte over ``limit`` lets the
+    caller tell "too big" apart.  OSError (FileNotFoundError...) as open(2)
+    and read(2) raise it."""
+    import stat
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(path)
+        if check is not None:
+            check(st)
+        chunks, size = [], 0
+        while size <= limit:
+            b = os.read(fd, limit + 1 - size)
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

@@ -953,39 +953,25 @@ def check_trusted(path, st):
 
 def read_config_bytes(path, trusted=False):
     """The bytes of the config file, read without ever blocking: a FIFO, a
-    device or a directory at the config path is refused (opened O_NONBLOCK,
-    checked with fstat before a single read), and reading stops at
-    MAX_CONFIG_BYTES.  ``trusted``: also refuse a file or directory that is
-    writable by anyone but root (check_trusted).  Raises FileNotFoundError
-    when there is no file, ConfigError for everything else."""
-    import stat as _stat
+    device or a directory at the config path is refused (fileio.read_regular:
+    opened O_NONBLOCK, checked with fstat before a single read), and reading
+    stops at MAX_CONFIG_BYTES.  ``trusted``: also refuse a file or directory
+    that is writable by anyone but root (check_trusted).  Raises
+    FileNotFoundError when there is no file, ConfigError for everything else."""
+    from qos_hooks.core.fileio import NotRegularFile, read_regular
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        data = read_regular(path, MAX_CONFIG_BYTES,
+                            check=(lambda st: check_trusted(path, st)) if trusted else None)
     except FileNotFoundError:
         raise
+    except NotRegularFile:
+        raise ConfigError("not a regular file (a FIFO, socket, device or directory)",
+                          path=path, allowed="a regular file")
     except OSError as e:
         raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
-    try:
-        st = os.fstat(fd)
-        if not _stat.S_ISREG(st.st_mode):
-            raise ConfigError("not a regular file (a FIFO, socket, device or directory)",
-                              path=path, allowed="a regular file")
-        if trusted:
-            check_trusted(path, st)
-        chunks, size = [], 0
-        while size <= MAX_CONFIG_BYTES:
-            b = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
-            if not b:
-                break
-            chunks.append(b)
-            size += len(b)
-    except OSError as e:
-        raise ConfigError("cannot read config file: %s" % e.strerror, path=path)
-    finally:
-        os.close(fd)
-    if size > MAX_CONFIG_BYTES:
+    if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError("config file is larger than %d bytes" % MAX_CONFIG_BYTES, path=path)
-    return b"".join(chunks)
+    return data
 
 
 def load_config(cli_path=None, environ=None, missing_ok=False, trusted=False):

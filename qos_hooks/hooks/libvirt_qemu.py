@@ -96,7 +96,7 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
     # but it waits for its hooks, so a stdin that stays open must not hold
     # it for ever (the default bound: the config is not read yet)
     reading = runner.start_watchdog("qemu." + op, None, logger, HOOK_MARGIN,
-                                      DEFAULT_ON_ERROR)
+                                    DEFAULT_ON_ERROR)
     try:
         data, read_error = read_limited(stdin, source), None
     except QosHooksError as e:
@@ -120,10 +120,10 @@ def main(argv=None, stdin=None, stdout=None, environ=None):
             stdout.flush()
             return 0
         return runner.ovs_for_doc(doc, "apply" if op in APPLY_OPS else "clear",
-                                    config, env, logger)
+                                  config, env, logger)
 
     # A failure with on_error=continue prints nothing at migrate/restore
     # either: libvirt (and the next qemu.d script) carry on with the XML as it
     # was, and the domain is not tainted.
     return runner.run("qemu." + op, handle, environ=env, logger=logger,
-                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN)
+                      defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN)

@@ -286,5 +286,5 @@ def vdsm_main(hook_point, environ=None):
         if code == 0 and hook_point == HOOK_BEFORE and loaded.get("config") is not None:
             drop_unvalidated_host_qos(env, loaded["config"], logger)
     return runner.run(hook_point, handler, environ=env, logger=logger,
-                        defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure,
-                        fail_exit=FAIL_EXIT)
+                      defaults=DEFAULT_ON_ERROR, margin=HOOK_MARGIN, on_failure=on_failure,
+                      fail_exit=FAIL_EXIT)

@@ -117,7 +117,7 @@ def _ovs(env, config, logger, action, allow_interface, early):
     (``early``: the root helper the executable started first, or None)."""
     _, doc = _read_doc(env, allow_interface=allow_interface)
     return runner.ovs_for_doc(doc, action, config, env, logger, vm_id=env.get("vmId"),
-                                early=early)
+                              early=early)
 
 
 def after_vm_start(env, config, logger, early=None):
@@ -196,9 +196,9 @@ def vdsm_main(hook_point, environ=None, early=None):
             drop_unvalidated_qos(env, logger)
     try:
         return runner.run(hook_point,
-                            lambda config: HANDLERS[hook_point](env, config, logger, early=early),
-                            environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
-                            margin=HOOK_MARGIN, on_failure=on_failure, fail_exit=FAIL_EXIT)
+                          lambda config: HANDLERS[hook_point](env, config, logger, early=early),
+                          environ=env, logger=logger, defaults=DEFAULT_ON_ERROR,
+                          margin=HOOK_MARGIN, on_failure=on_failure, fail_exit=FAIL_EXIT)
     finally:
         if early is not None:
             early.release()

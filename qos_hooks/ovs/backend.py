@@ -310,7 +310,7 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
     ``connection``: an ovsdb.Connection to ``remote`` opened ahead (it keeps
     its own deadline and is closed here).
     """
-    from qos_hooks.ovs.ovsdb import Deadline
+    from qos_hooks.ovs.ovsdb import Deadline, VswitchdBehind
     t0 = time.monotonic()
     deadline = Deadline(timeout)
     with _connect(remote, deadline, connection) as conn:
@@ -322,8 +322,7 @@ def apply_domain(dq, *, remote=DEFAULT_OVSDB, timeout=DEFAULT_OVSDB_TIMEOUT, ver
                 conn.wait_for_vswitchd(next_cfg)
             except BackendTimeout as e:
                 # written to OVSDB, not applied by ovs-vswitchd: apply failed (exit 6)
-                busy = getattr(e, "vswitchd_busy", False)
-                err = (VswitchdBusy if busy else VerifyError)(
+                err = (VswitchdBusy if isinstance(e, VswitchdBehind) else VerifyError)(
                     "%s; the OVSDB transaction was committed" % e)
                 err.report = BackendReport("apply", dq.uuid, remote, plan, outcomes, (),
                                            plan.warnings, True, attempts,

@@ -41,6 +41,11 @@ COLUMNS = {
 }
 
 
+class VswitchdBehind(BackendTimeout):
+    """wait_for_vswitchd ran out of time while ovs-vswitchd was applying
+    other configurations: busy, not down."""
+
+
 class Deadline:
     def __init__(self, timeout):
         self.timeout = float(timeout)
@@ -167,9 +172,7 @@ class Connection:
         except BaseException:
             self.close()
             raise
-        self._cfg_at_connect = 0
-        for row in self.idl.tables["Open_vSwitch"].rows.values():
-            self._cfg_at_connect = int(row.cur_cfg)
+        self._cfg_at_connect = self._cur_cfg() or 0
 
     def close(self):
         if self.idl is not None:
@@ -310,18 +313,20 @@ class Connection:
             self.idl.run()
             _block(self.ovs, self.deadline, self.idl.wait, txn.wait)
 
+    def _cur_cfg(self):
+        """Open_vSwitch.cur_cfg: the configuration ovs-vswitchd has applied
+        (None before the database has its row)."""
+        for row in self.idl.tables["Open_vSwitch"].rows.values():
+            return int(row.cur_cfg)
+        return None
+
     def wait_for_vswitchd(self, next_cfg):
         """Wait until ovs-vswitchd reports ``cur_cfg >= next_cfg`` (it applied our change)."""
         if next_cfg is None:
             return
 
-        def cur_cfg():
-            for row in self.idl.tables["Open_vSwitch"].rows.values():
-                return int(row.cur_cfg)
-            return None
-
         def done():
-            cur = cur_cfg()
+            cur = self._cur_cfg()
             return cur is None or cur >= next_cfg
         try:
             self._wait_until(done, "ovs-vswitchd did not apply configuration %d" % next_cfg)
@@ -329,15 +334,13 @@ class Connection:
             # a vswitchd that applied nothing since we connected may be down;
             # one that moved on is busy: many ports with a QoS, or a mass
             # start (bench/bench_ovs_apply.py --concurrent)
-            cur = cur_cfg()
+            cur = self._cur_cfg()
             if cur is not None and cur > self._cfg_at_connect:
-                e.args = ("%s: it is busy (it has applied configuration %d meanwhile, %d "
-                          "behind ours; the change will be applied when it gets there)"
-                          % (e, cur, next_cfg - cur),)
-                e.vswitchd_busy = True
-            else:
-                e.args = ("%s: it applied nothing meanwhile (is ovs-vswitchd running?)" % e,)
-            raise
+                raise VswitchdBehind("%s: it is busy (it has applied configuration %d "
+                                     "meanwhile, %d behind ours; the change will be applied "
+                                     "when it gets there)" % (e, cur, next_cfg - cur)) from None
+            raise BackendTimeout("%s: it applied nothing meanwhile (is ovs-vswitchd running?)"
+                                 % e) from None
 
 
 def read_snapshot(remote, timeout):

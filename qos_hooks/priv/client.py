@@ -25,9 +25,9 @@ so the hook executables can call ``prestart`` before anything else.
 """
 
 import os
-import stat
 
 from qos_hooks.core.errors import ApplyError, BackendTimeout, BackendUnavailable, ConfigError, EXIT_APPLY, EXIT_CONFIG, EXIT_INPUT, EXIT_PERMISSION, EXIT_UNAVAILABLE, InputError, PermissionDenied, QosHooksError
+from qos_hooks.core.fileio import NotRegularFile, read_regular
 
 HELPER_PATH = "/usr/libexec/qos-hooks/qos-hooks-helper"
 SUDO = "sudo"
@@ -226,9 +226,10 @@ def prestart(environ, data_env="_hook_domxml"):
     """Start the root helper now when this hook will most likely need it.
 
     Only when the helper is the route (``use_helper``) and the hook's data
-    file (``$_hook_domxml``, a regular file: opened without blocking, as
-    this runs before the hook's watchdog is armed) mentions ``openvswitch`` (every live domain XML
-    with a vNIC on OVS does: ``<virtualport type='openvswitch'>``).  Returns
+    file (``$_hook_domxml``, a regular file: read without blocking, as this
+    runs before the hook's watchdog is armed) mentions ``openvswitch``
+    (every live domain XML with a vNIC on OVS does: ``<virtualport
+    type='openvswitch'>``).  Returns
     an EarlyHelper or None; never raises: when anything is off, the hook
     starts the helper later, the ordinary way, and reports errors there.
     """
@@ -240,17 +241,10 @@ def prestart(environ, data_env="_hook_domxml"):
             return None
         # this runs before the hook's watchdog exists: never block (a FIFO
         # at the path would wait for a writer in open(2)); regular files only
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                if b"openvswitch" not in f.read(PRESTART_READ_LIMIT):
-                    return None
-        finally:
-            os.close(fd)
+        if b"openvswitch" not in read_regular(path, PRESTART_READ_LIMIT):
+            return None
         return EarlyHelper(HelperProcess(helper_argv(environ)))
-    except (OSError, ValueError):
+    except (OSError, ValueError, NotRegularFile):
         return None
 
 
@@ -266,11 +260,11 @@ def run_helper(action, dq, *, timeout, environ, logger, libvirt_leftovers=False,
     if early is not None and not early.taken:
         proc = early.take()
     else:
+        argv = helper_argv(environ)
         try:
-            proc = HelperProcess(helper_argv(environ))
+            proc = HelperProcess(argv)
         except OSError as e:
-            raise BackendUnavailable("cannot run %s: %s"
-                                     % (" ".join(helper_argv(environ)), e.strerror))
+            raise BackendUnavailable("cannot run %s: %s" % (" ".join(argv), e.strerror))
     argv = proc.argv
     try:
         code, err = proc.exchange(request, bound)

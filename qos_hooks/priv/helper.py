@@ -77,6 +77,16 @@ def helper_config(environ):
     return policy.load_config(environ=environ, missing_ok=True, trusted=True)
 
 
+def _load_backend(config):
+    """Import the OVS backend for this helper process, which reaches only
+    the configured remote: no ssl module unless it is ``ssl:``
+    (ovsdb.load_library).  Only the executable's own path calls this: the
+    in-process backend_apply/backend_clear leave the caller's modules alone."""
+    from qos_hooks.ovs import backend as ovs_backend
+    ovs_backend.load_library(config.settings.ovsdb)
+    return ovs_backend
+
+
 def backend_apply(dq, config, connection=None):
     """In-process OVS backend call (root), bounded by ``ovsdb_timeout``; the
     backend logs its own warnings and verification differences.
@@ -151,8 +161,7 @@ def prepare(config, stream):
     a Prepared, or None when the request (or EOF) was already there."""
     if not _waiting(stream):
         return None
-    from qos_hooks.ovs import backend as ovs_backend
-    ovs_backend.load_library(config.settings.ovsdb)
+    ovs_backend = _load_backend(config)
     if not _waiting(stream):
         return None
     try:
@@ -164,8 +173,7 @@ def prepare(config, stream):
 
 def execute(action, dq, options, config, logger, prepared=None):
     """Run the request against the OVS backend (root only)."""
-    from qos_hooks.ovs import backend as ovs_backend
-    ovs_backend.load_library(config.settings.ovsdb)   # the helper reaches this remote only
+    _load_backend(config)      # no-op when prepare() did it
     conn = prepared.take() if prepared is not None else None
     if action == "apply":
         result = backend_apply(dq, config, connection=conn)
