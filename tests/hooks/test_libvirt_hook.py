@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from qos_hooks.ovs.mapping import LIBVIRT_IFNAME_KEY, LIBVIRT_VM_KEY
+from tests.callers import hold_stdin_open
 from tests.hooks.test_hooks_vdsm import (GOLD, MAC0, UUID, assert_ovs_has, domain_xml, iface_xml,
                                    q)
 
@@ -163,22 +164,8 @@ def test_a_stdin_that_stays_open_is_bounded(env_for, op, code):
     first byte is read (the default bound, 5 s + HOOK_MARGIN, as the config
     is not read yet) and exits by the failure policy: started carries on
     (0), migrate fails (1); nothing on stdout."""
-    import time
-    p = subprocess.Popen([HOOK, "web01", op, "begin", "-"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_for())
-    try:
-        p.stdin.write(domain_xml(iface_xml(MAC0)).encode()[:100])
-        p.stdin.flush()
-        t0 = time.monotonic()
-        rc = p.wait(timeout=60)      # a safety net, not the bound under test
-        took = time.monotonic() - t0
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise AssertionError("the hook was still reading stdin after 60 s")
-    finally:
-        p.stdin.close()
-    err = p.stderr.read().decode()
+    rc, took, out, err = hold_stdin_open([HOOK, "web01", op, "begin", "-"],
+                                         domain_xml(iface_xml(MAC0)).encode()[:100], env_for())
     assert rc == code, err
     assert "qemu.%s exceeded its bound of 8.0s" % op in err
-    assert took < 30 and p.stdout.read() == b""
+    assert took < 30 and out == b""

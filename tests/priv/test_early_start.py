@@ -62,14 +62,28 @@ def finish(p, data):
     return p.returncode, err.decode()
 
 
-def test_a_request_after_the_connection_applies_through_it(ovs_sandbox, tmp_path):
+@pytest.fixture
+def connected_helper(ovs_sandbox, tmp_path):
+    """start(timeout): the helper started early against the sandbox switch
+    (vnet0 is the VM's port), in the switch's netns (verification reads tc
+    there), holding its OVSDB connection and waiting for its request.
+    Returns (process, the OVSDB rows before)."""
     _require_root()
     sb = ovs_sandbox
     sb.add_tap_port("vnet0", external_ids={"attached-mac": MAC, "vm-id": UUID})
-    env = write_config(tmp_path / "qos-hooks.conf", sb.remote, timeout=10)
-    before = ovsdb_rows(sb)
-    p = start_helper(env, sb.ns_argv([]))    # verification reads tc in the switch's netns
-    wait_connected(p)
+
+    def start(timeout=10):
+        env = write_config(tmp_path / "qos-hooks.conf", sb.remote, timeout=timeout)
+        before = ovsdb_rows(sb)
+        p = start_helper(env, sb.ns_argv([]))
+        wait_connected(p)
+        return p, before
+    return start
+
+
+def test_a_request_after_the_connection_applies_through_it(ovs_sandbox, connected_helper):
+    sb = ovs_sandbox
+    p, before = connected_helper()
     assert ovsdb_rows(sb) == before           # connecting ahead writes nothing
     rc, err = finish(p, enc(request(average=1000)))
     assert rc == 0, err
@@ -80,31 +94,19 @@ def test_a_request_after_the_connection_applies_through_it(ovs_sandbox, tmp_path
     assert port[0]["qos"] == qos[0]["_uuid"], (port, qos)
 
 
-def test_stdin_closed_empty_is_no_request(ovs_sandbox, tmp_path):
-    _require_root()
-    sb = ovs_sandbox
-    sb.add_tap_port("vnet0", external_ids={"attached-mac": MAC, "vm-id": UUID})
-    env = write_config(tmp_path / "qos-hooks.conf", sb.remote, timeout=10)
-    before = ovsdb_rows(sb)
-    p = start_helper(env)
-    wait_connected(p)
+def test_stdin_closed_empty_is_no_request(ovs_sandbox, connected_helper):
+    p, before = connected_helper()
     rc, err = finish(p, b"")
     assert (rc, err) == (0, "")
-    assert ovsdb_rows(sb) == before
+    assert ovsdb_rows(ovs_sandbox) == before
 
 
-def test_hostile_request_after_the_connection_is_refused(ovs_sandbox, tmp_path):
-    _require_root()
-    sb = ovs_sandbox
-    sb.add_tap_port("vnet0", external_ids={"attached-mac": MAC, "vm-id": UUID})
-    env = write_config(tmp_path / "qos-hooks.conf", sb.remote, timeout=10)
-    before = ovsdb_rows(sb)
-    p = start_helper(env)
-    wait_connected(p)
+def test_hostile_request_after_the_connection_is_refused(ovs_sandbox, connected_helper):
+    p, before = connected_helper()
     rc, err = finish(p, enc(request(dev="vnet0;reboot")))
     assert rc == 4, err
     assert "request refused: " in err and "not a device name" in err
-    assert ovsdb_rows(sb) == before
+    assert ovsdb_rows(ovs_sandbox) == before
 
 
 def test_ovsdb_down_matters_only_to_a_request(tmp_path):
@@ -206,21 +208,16 @@ def test_a_missing_helper_is_reported_by_run_helper(tmp_path):
                               environ=env, logger=logging.getLogger("x"))
 
 
-def test_a_late_request_gets_the_whole_bound(ovs_sandbox, tmp_path):
+def test_a_late_request_gets_the_whole_bound(ovs_sandbox, connected_helper):
     """On a busy host the hook may take a while to parse: a request that comes
     after the OVSDB deadline of the early connection would have expired
     still gets a whole ovsdb_timeout for its work (and the watchdog a new
     bound), instead of failing at once."""
-    _require_root()
-    sb = ovs_sandbox
-    sb.add_tap_port("vnet0", external_ids={"attached-mac": MAC, "vm-id": UUID})
-    env = write_config(tmp_path / "qos-hooks.conf", sb.remote, timeout=1)
-    p = start_helper(env, sb.ns_argv([]))
-    wait_connected(p)
+    p, _ = connected_helper(timeout=1)
     time.sleep(1.5)            # past the connection's 1 s deadline, within the 2 s bound
     rc, err = finish(p, enc(request(average=1000)))
     assert rc == 0, err
-    assert sb.vsctl_json("Port", "qos", where=["name=vnet0"])[0]["qos"], err
+    assert ovs_sandbox.vsctl_json("Port", "qos", where=["name=vnet0"])[0]["qos"], err
 
 
 def test_releasing_a_helper_that_will_not_exit_kills_it(tmp_path):

@@ -23,6 +23,7 @@ from hypothesis import given, settings, strategies as st
 
 from qos_hooks.priv import protocol as privproto
 from qos_hooks.priv.protocol import RequestError, parse_request
+from tests.callers import hold_stdin_open
 from tests.ovs_sandbox import require
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -187,19 +188,8 @@ def test_caller_keeping_stdin_open_is_bounded(ovs_sandbox, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO,
                **write_config(tmp_path / "qos-hooks.conf", ovs_sandbox.remote, timeout=1))
     before = ovsdb_rows(ovs_sandbox)
-    p = subprocess.Popen([HELPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
-    try:
-        p.stdin.write(enc(request())[:20])      # half a request, then nothing
-        p.stdin.flush()
-        rc = p.wait(timeout=60)                 # a safety net, not the bound under test
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise AssertionError("the helper was still reading stdin after 60 s")
-    finally:
-        p.stdin.close()
-    err = p.stderr.read().decode()
+    # half a request, then nothing
+    rc, _, _, err = hold_stdin_open([HELPER], enc(request())[:20], env)
     assert rc == 5, err
     assert "helper bound of 2.0s exceeded: exiting" in err
     assert ovsdb_rows(ovs_sandbox) == before
