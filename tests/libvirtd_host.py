@@ -38,6 +38,7 @@ import tempfile
 import time
 
 from tests.ovs_sandbox import SCHEMA_CANDIDATES, _decode, require  # noqa: F401
+from tests.polling import wait_until
 
 import json
 
@@ -370,12 +371,7 @@ def _stop_pidfile(path, timeout=10):
 
 
 def _wait_for(pred, what, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise HostError("timed out waiting for %s" % what)
+    return wait_until(pred, what, timeout, error=HostError)
 
 
 def domain_xml(name, uuid, mac, bridge="br-qh4", bandwidth=None, nics=1):

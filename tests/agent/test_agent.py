@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -35,6 +34,7 @@ from qos_hooks.core import profile_meta
 from qos_hooks.ovs.mapping import OWNER_KEY, map_bandwidth
 from tests.libvirtd_host import HostError, _run
 from tests.ovs_sandbox import htb_rates
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirtd, pytest.mark.ovs]
 
@@ -148,15 +148,8 @@ def agent(host, tmp_path_factory):
 
 
 def _wait(pred, what, timeout=BOUND):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except (KeyError, IndexError, HostError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
+    return wait_until(pred, what, timeout, interval=0.1,
+                      ignore=(KeyError, IndexError, HostError))
 
 
 def _virsh(host, *args):

@@ -25,6 +25,7 @@ from qos_hooks.ovs.mapping import OWNER_KEY, map_bandwidth
 from qos_hooks.ovs.ovsdb import Connection, Deadline
 from qos_hooks.core.policy import Bandwidth, Rate
 from tests import packaging_helpers as ph
+from tests.polling import wait_until
 
 UUID = "13000000-0000-4000-8000-000000000013"
 BW = Bandwidth(inbound=Rate(average=1250, peak=2500, burst=256),
@@ -234,13 +235,7 @@ def test_agent_and_hook_on_the_same_ports_at_once(sandbox):
 
 
 def _wait(pred, what, timeout=60):
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
+    return wait_until(pred, what, timeout)
 
 
 def test_agent_survives_ovsdb_and_vswitchd_restarts(sandbox, tmp_path):

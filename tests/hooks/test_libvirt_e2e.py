@@ -28,6 +28,7 @@ from qos_hooks.core import policy
 from qos_hooks.ovs.mapping import LIBVIRT_VM_KEY, OWNER_KEY, map_bandwidth
 from tests.libvirtd_host import domain_xml
 from tests.ovs_sandbox import htb_rates
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirtd, pytest.mark.ovs]
 
@@ -66,13 +67,7 @@ def _tc_rates(dev):
 
 
 def _wait(pred, what, timeout=10):
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
+    return wait_until(pred, what, timeout)
 
 
 def assert_applied(h, dev, bw, dom_uuid):

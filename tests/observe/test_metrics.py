@@ -28,6 +28,7 @@ from qos_hooks.ovs import backend as ovs_backend
 from qos_hooks.core.desired import DomainQos, InterfaceQos
 from qos_hooks.core.policy import Bandwidth, Rate
 from tests.ovs_sandbox import require, running_sandbox
+from tests.polling import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VM_IP, REMOTE_IP = "10.14.0.2", "10.14.0.3"
@@ -279,17 +280,7 @@ def _query(base, q):
 
 
 def _wait(pred, what, timeout=30):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = pred()
-            if last:
-                return last
-        except OSError as e:
-            last = e
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+    return wait_until(pred, what, timeout, interval=0.5, ignore=OSError)
 
 
 def test_prometheus_scrapes_configured_average_and_measured_rate(host, traffic, tmp_path):
